@@ -1,0 +1,58 @@
+"""Exceptions raised by eg3d-invert.
+
+Every error a user can cause (a bad photo, a bad checkpoint, a missing download) is an
+:class:`Eg3dInvertError` subclass with a message that reads as one line, so the CLI can print
+it without a traceback. Programming errors (wrong tensor shapes passed by a caller) stay
+``ValueError``/``TypeError``.
+"""
+
+from __future__ import annotations
+
+
+class Eg3dInvertError(Exception):
+    """Base class of all expected, user-facing errors."""
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+class CheckpointError(Eg3dInvertError):
+    """A checkpoint file cannot be read or does not describe a supported generator."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint asks the unpickler for something outside the allow-list (would run code)."""
+
+
+class ConfigError(Eg3dInvertError, ValueError):
+    """A generator, rendering or optimisation setting is invalid."""
+
+
+class DownloadError(Eg3dInvertError):
+    """A checkpoint or weight file could not be downloaded or failed its integrity check."""
+
+
+class MissingWeightsError(Eg3dInvertError):
+    """Pretrained weights that are needed are not on disk and cannot be fetched."""
+
+
+# --- photos and faces --------------------------------------------------------------------------
+
+
+class ImageReadError(Eg3dInvertError):
+    """A photo cannot be read: missing, empty, truncated, not an image, or too large."""
+
+
+class NoFaceError(Eg3dInvertError):
+    """No face (above the confidence threshold) was found in a photo."""
+
+
+# --- optimisation ------------------------------------------------------------------------------
+
+
+class NonFiniteLossError(Eg3dInvertError):
+    """An optimisation produced a NaN or infinite loss; nothing is written."""
+
+
+class InterruptedRun(Eg3dInvertError):
+    """An optimisation was stopped by its caller (e.g. Ctrl-C) before finishing."""

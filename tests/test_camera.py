@@ -1,0 +1,62 @@
+"""Camera conventions, pinned against the official outputs in ../shared/reference."""
+
+import numpy as np
+import pytest
+import torch
+
+from eg3d_invert import camera as C
+
+from .conftest import reference_npz
+
+
+def test_official_cameras_are_reproduced_exactly():
+    ref = reference_npz("tiny_A")
+    views = [(0.0, 0.0), (0.4, 0.0), (-0.4, 0.0), (0.0, 0.2)]
+    c2w = C.lookat_pose([np.pi / 2 + y for y, _ in views], [np.pi / 2 + p for _, p in views])
+    labels = C.make_label(c2w, C.fov_to_intrinsics(C.DEFAULT_FOV_DEG))
+    np.testing.assert_array_equal(labels.numpy(), ref["c"])
+
+
+def test_fov_formula_keeps_official_constants():
+    assert C.fov_to_focal(18.837) == pytest.approx(4.263391, abs=1e-6)
+    assert C.fov_to_focal(18) == pytest.approx(4.465175, abs=1e-6)  # what gen_samples.py really uses
+    assert C.focal_to_fov(C.fov_to_focal(13.0)) == pytest.approx(13.0)
+
+
+def test_label_round_trip_and_row_major_layout():
+    cam = C.Camera.from_angles([10.0, -25.0], [5.0, -3.0])
+    c2w, k = C.split_label(cam.label)
+    torch.testing.assert_close(c2w, cam.cam2world)
+    torch.testing.assert_close(k, cam.intrinsics)
+    assert cam.label[0, 3] == cam.cam2world[0, 0, 3]  # x of the camera centre is c[3]
+    assert cam.label[0, 16] == pytest.approx(C.FFHQ_FOCAL)
+
+
+def test_geometric_angles_round_trip():
+    yaw, pitch = C.label_angles(C.Camera.from_angles([30.0, -45.0, 0.0], [0.0, 12.0, -20.0]).label)
+    np.testing.assert_allclose(yaw, [30.0, -45.0, 0.0], atol=1e-4)
+    np.testing.assert_allclose(pitch, [0.0, 12.0, -20.0], atol=1e-4)
+
+
+def test_convention_positive_official_pitch_is_below_and_positive_yaw_is_plus_x():
+    pose = C.lookat_pose(np.pi / 2 + 0.3, np.pi / 2 + 0.2)[0]
+    assert pose[0, 3] > 0  # camera toward +x
+    assert pose[1, 3] < 0  # official positive pitch: camera below the face
+    assert pose[1, 1] < 0  # camera y axis points world-down (OpenCV)
+    assert torch.linalg.det(pose[:3, :3]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_flip_yaw_negates_yaw_and_is_an_involution():
+    label = C.Camera.from_angles(20.0, 7.0).label[0].numpy()
+    flipped = C.flip_yaw(label)
+    yaw, pitch = C.label_angles(flipped)
+    assert yaw == pytest.approx(-20.0, abs=1e-4) and pitch == pytest.approx(7.0, abs=1e-4)
+    np.testing.assert_allclose(C.flip_yaw(flipped), label)
+    assert isinstance(flipped, np.ndarray)
+
+
+def test_orbit_is_the_gen_videos_path():
+    poses = C.orbit_poses(120)
+    assert poses.shape == (120, 4, 4)
+    first = C.lookat_pose(3.14 / 2, 3.14 / 2 - 0.05 + 0.25)
+    torch.testing.assert_close(poses[0], first[0])
