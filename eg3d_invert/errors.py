@@ -56,3 +56,14 @@ class NonFiniteLossError(Eg3dInvertError):
 
 class InterruptedRun(Eg3dInvertError):
     """An optimisation was stopped by its caller (e.g. Ctrl-C) before finishing."""
+
+
+# --- checkpoint registry and downloads (appended) ---------------------------------------------
+
+
+class UnknownModelError(CheckpointError):
+    """A checkpoint name is not in the registry of released EG3D checkpoints."""
+
+
+class ChecksumMismatchError(DownloadError):
+    """A downloaded file does not have the expected size or SHA-256; nothing was kept."""
