@@ -29,6 +29,79 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     return typer.Exit(code)
 
 
+# --- models: the checkpoint registry, cache and downloads -----------------------------------------
+
+
+def _human_size(exact: int | None, approx: int | None) -> str:
+    """Megabytes for the table; ``~`` marks a rough size, ``?`` an unknown one."""
+    n = exact if exact is not None else approx
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.1f} MB" if exact is not None else f"~{n / 1e6:.0f} MB"
+
+
+@app.command("models")
+def models_command(
+    download: str = typer.Option(None, "--download", metavar="NAME",
+                                 help="Download this checkpoint into the cache (progress bar on stderr)."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of a table."),
+    no_verify: bool = typer.Option(False, "--no-verify",
+                                   help="Skip the size/SHA-256 check (the known hashes come from "
+                                        "third-party mirrors, not NVIDIA)."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
+) -> None:
+    """List the released EG3D checkpoints and what is cached; download one with --download."""
+    import json
+
+    from . import pretrained
+
+    downloaded = None
+    if download is not None:
+        try:
+            name = pretrained.get_model_info(download).name
+            downloaded = pretrained.resolve_checkpoint(name, progress=True, verify=not no_verify)
+        except Eg3dInvertError as exc:
+            if debug:
+                raise
+            raise fail(str(exc)) from None
+        if not json_output:
+            err_console.print(f"{name}: {downloaded}", highlight=False)
+
+    models = pretrained.list_models()
+    paths = {m.name: pretrained.cached_path(m.name) for m in models}
+    if json_output:
+        doc = {
+            "cache_dir": str(pretrained.cache_dir()),
+            "downloaded": str(downloaded) if downloaded is not None else None,
+            "models": [{**m.to_dict(), "cached": paths[m.name].is_file(), "path": str(paths[m.name])}
+                       for m in models],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+        return
+
+    from rich.table import Table
+
+    table = Table(title="EG3D checkpoints", caption=f"cache: {pretrained.cache_dir()}")
+    table.add_column("name", no_wrap=True)
+    for column in ("size", "cached", "sha256", "hash source"):
+        table.add_column(column, no_wrap=True)
+    sources, notes = [], []
+    for m in models:
+        label, source = m.name, "-"
+        if not m.on_ngc:
+            label += " *"
+            notes.append(f"* {m.name}: {m.notes}")
+        if m.sha256_source:
+            sources.append(f"[{len(sources) + 1}] {m.name}: {m.sha256_source}")
+            source = f"{'NVIDIA' if m.sha256_from_nvidia else 'third-party'} [{len(sources)}]"
+        table.add_row(label, _human_size(m.size_bytes, m.approx_size_bytes),
+                      "yes" if paths[m.name].is_file() else "no",
+                      "known" if m.sha256 else "unknown", source)
+    out_console.print(table)
+    for note in sources + notes:
+        out_console.print(note, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -201,3 +201,20 @@ def test_waits_for_lock_held_by_another_downloader(served, tmp_path):
             download(srv.url(PATH), dest, progress=False, lock_timeout=0.2)
     assert srv.requests == []  # never touched the .part while the other holder had it
     assert _leftovers(tmp_path) == []
+
+
+def test_progress_bar_on_a_terminal_and_quiet_otherwise(served, tmp_path, monkeypatch, capfd):
+    import io
+
+    import rich.console
+
+    srv, data, _ = served
+    download(srv.url(PATH), tmp_path / "quiet.pkl", progress=True)  # stderr is not a terminal here
+    assert capfd.readouterr().err == ""
+
+    buf = io.StringIO()
+    real_console = rich.console.Console
+    monkeypatch.setattr(rich.console, "Console",
+                        lambda **kw: real_console(file=buf, force_terminal=True, width=120))
+    download(srv.url(PATH), tmp_path / "loud.pkl", progress=True)
+    assert "loud.pkl" in buf.getvalue() and "16.6" in buf.getvalue()  # name and MB done

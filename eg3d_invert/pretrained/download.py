@@ -462,9 +462,9 @@ def _resolve_registered(info: ModelInfo, download: bool, progress, verify: bool)
     except ChecksumMismatchError as exc:
         if info.sha256_from_nvidia:
             raise
-        raise ChecksumMismatchError(f"{exc}. The expected values come from a {info.sha256_source}; if the NGC "
-                                    f"file differs from that mirror, retry with verify=False "
-                                    f"(CLI: --no-verify)") from None
+        raise ChecksumMismatchError(f"{exc}. The expected values come from a {info.sha256_source}; NGC's file "
+                                    f"may differ from that mirror: if you trust the download, retry with "
+                                    f"verify=False (CLI: --no-verify)") from None
     except DownloadError as exc:
         if info.on_ngc:
             raise

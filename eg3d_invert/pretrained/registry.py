@@ -34,7 +34,8 @@ _FFHQ_CAMERA = dict(camera_pivot=(0.0, 0.0, 0.2), camera_radius=2.7, focal=4.264
 _AFHQ_CAMERA = dict(camera_pivot=(0.0, 0.0, -0.06), camera_radius=2.7, focal=4.2647)
 _SHAPENET_CAMERA = dict(camera_pivot=(0.0, 0.0, 0.0), camera_radius=1.7, focal=1.7074)
 
-_THIRD_PARTY = "third-party Git-LFS mirror, not NVIDIA; identity with the NGC bytes unverified: "
+# Every digest below is of this kind; the prefix keeps that visible wherever the source is shown.
+_THIRD_PARTY = "third-party mirror (not NVIDIA, not checked against NGC): "
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class ModelInfo:
         size_bytes: exact file size in bytes, or None when not known exactly.
         approx_size_bytes: rough size for display when the exact one is unknown, else None.
         sha256: lowercase hex SHA-256 of the file, or None when not known.
-        sha256_source: where ``size_bytes``/``sha256`` come from (None if unknown).
+        sha256_source: where ``size_bytes``/``sha256`` come from (None if unknown); starts with
+            "third-party mirror" for digests not published by NVIDIA.
         sha256_from_nvidia: True only for digests NVIDIA itself published (none so far).
         on_ngc: False when the file is believed to be missing from NGC (download will fail).
         notes: anything else a user should know, or "".
