@@ -3,3 +3,5 @@
 from .cache import cache_dir, cached_path, is_cached
 from .download import download, resolve_checkpoint
 from .registry import ModelInfo, get_model_info, list_models
+from .loading import describe_checkpoint, file_sha256, load_generator, resolve_device
+from .native import save_generator

@@ -1,0 +1,10 @@
+"""EG3D's tri-plane generator in pure PyTorch (no custom CUDA extensions; CPU, CUDA and MPS)."""
+
+from .superresolution import (SuperresolutionHybrid2X, SuperresolutionHybrid4X, SuperresolutionHybrid8X,
+                              SuperresolutionHybrid8XDC)
+from .triplane import PLANE_AXES, OSGDecoder, TriPlaneGenerator, sample_triplane_features
+
+__all__ = [
+    "TriPlaneGenerator", "OSGDecoder", "PLANE_AXES", "sample_triplane_features",
+    "SuperresolutionHybrid2X", "SuperresolutionHybrid4X", "SuperresolutionHybrid8X", "SuperresolutionHybrid8XDC",
+]

@@ -1,0 +1,170 @@
+"""One entry point for every generator file: :func:`load_generator`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..generator import TriPlaneGenerator
+from . import native, official
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CPU; ``'auto'`` -> CUDA, else MPS, else CPU; anything else as torch reads it."""
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r} ({exc})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for the process."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def detect_format(path: str | Path) -> str:
+    """'official-pickle', 'torch' (a torch.save file), 'safetensors', or raise CheckpointError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
+    if head.startswith(b"PK\x03\x04") or head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch"
+    if head[:1] == b"\x80":
+        return "official-pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    raise CheckpointError(f"{path}: not an EG3D checkpoint (neither a pickle, a torch file nor safetensors)")
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device | None = None,
+                   base: str | os.PathLike | TriPlaneGenerator | None = None) -> TriPlaneGenerator:
+    """Load a generator from any supported file, in eval mode with gradients off.
+
+    Args:
+        path: an official training snapshot (``.pkl``: ``G_ema`` is returned, nothing in the file
+            is executed), a ``{'G_ema': state_dict}`` torch file (EG3D-projector / PTI output), or
+            an eg3d-invert safetensors file (full, or a tuned delta). Registry names and URLs
+            are resolved (and downloaded) first.
+        device: where the tensors go (``None``: CPU, ``'auto'``: the best available).
+        base: for ``{'G_ema': ...}`` files, the configuration's source: a registry name with a
+            known configuration (``'ffhq512-128'``), a base checkpoint file, or a generator; for
+            delta files, the base checkpoint (found automatically when the file it names is
+            still where it was).
+    """
+    from .download import resolve_checkpoint
+
+    dev = resolve_device(device)
+    path = Path(path) if Path(path).exists() else resolve_checkpoint(str(path))
+    fmt = detect_format(path)
+    if fmt == "official-pickle":
+        G = official.load_official_pickle(path, device=dev)
+    elif fmt == "torch":
+        G = _load_state_dict_with_base(path, base, dev)
+    else:
+        header = native.read_header(path)
+        base_G = None
+        if header is not None and "base" in header:
+            base_G = _resolve_delta_base(path, header["base"], base, dev)
+        G = native.load_native(path, device=dev, base=base_G)
+    G.checkpoint_path = str(path)
+    G.checkpoint_format = fmt
+    return G
+
+
+def _load_state_dict_with_base(path: Path, base, dev) -> TriPlaneGenerator:
+    tensors = official.load_state_dict_file(path, device=dev)
+    if base is None:
+        raise CheckpointError(f"{path}: holds weights only ({{'G_ema': state_dict}}); say which checkpoint they "
+                              f"belong to with base= (e.g. 'ffhq512-128' or the base .pkl file)")
+    if isinstance(base, TriPlaneGenerator):
+        init_kwargs, nrr, rk = base.init_kwargs, base.neural_rendering_resolution, base.rendering_kwargs
+    elif Path(base).exists():
+        ref = load_generator(base, device="cpu")
+        init_kwargs, nrr, rk = ref.init_kwargs, ref.neural_rendering_resolution, ref.rendering_kwargs
+    else:
+        init_kwargs, nrr = official.known_config(str(base))
+        rk = None
+    return official.build_generator(init_kwargs, tensors, neural_rendering_resolution=nrr, rendering_kwargs=rk,
+                                    source=str(path), device=dev)
+
+
+def _resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneGenerator:
+    want = info["sha256"]
+    if isinstance(base, TriPlaneGenerator):
+        have = getattr(base, "checkpoint_sha256", None) or (
+            file_sha256(base.checkpoint_path) if getattr(base, "checkpoint_path", None) else None)
+        if have is not None and have != want:
+            raise CheckpointError(f"{path}: was tuned from a base with sha256 {want[:12]}..., "
+                                  f"but the given base has {have[:12]}...")
+        return base
+    candidates = [Path(base)] if base is not None else []
+    if base is None:
+        if info.get("path"):
+            candidates.append(Path(info["path"]))
+        if info.get("name"):
+            from .cache import cached_path
+            try:
+                candidates.append(cached_path(info["name"]))
+            except Exception:  # unknown registry name: nothing to try
+                pass
+    for cand in candidates:
+        if cand.is_file() and file_sha256(cand) == want:
+            return load_generator(cand, device=dev)
+    where = ", ".join(str(c) for c in candidates) or "nowhere recorded"
+    raise CheckpointError(f"{path}: needs its base checkpoint (sha256 {want[:12]}...), not found at {where}; "
+                          f"pass base=PATH")
+
+
+def describe_checkpoint(path: str | os.PathLike, G: TriPlaneGenerator | None = None) -> dict[str, Any]:
+    """What ``eg3d-invert info`` prints: resolution, rendering settings, sizes, hash."""
+    path = Path(path)
+    G = G if G is not None else load_generator(path)
+    rk = G.rendering_kwargs
+    n_params = sum(p.numel() for p in G.parameters())
+    return {
+        "path": str(path),
+        "format": getattr(G, "checkpoint_format", detect_format(path)),
+        "file_size": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "img_resolution": G.img_resolution,
+        "neural_rendering_resolution": G.neural_rendering_resolution,
+        "superresolution_module": str(rk["superresolution_module"]).rsplit(".", 1)[-1],
+        "z_dim": G.z_dim, "c_dim": G.c_dim, "w_dim": G.w_dim, "num_ws": G.num_ws,
+        "mapping_layers": G.backbone.mapping.num_layers,
+        "parameters": n_params,
+        "buffers": sum(b.numel() for b in G.buffers()),
+        "rendering": {k: rk[k] for k in ("depth_resolution", "depth_resolution_importance", "ray_start", "ray_end",
+                                         "box_warp", "c_scale", "c_gen_conditioning_zero", "avg_camera_radius",
+                                         "avg_camera_pivot", "superresolution_noise_mode", "sr_antialias",
+                                         "white_back", "density_noise") if k in rk},
+    }
