@@ -23,6 +23,21 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Turn one portrait photo into a 3D head with EG3D."""
+
+
 def fail(message: str, code: int = 1) -> "typer.Exit":
     """Print a one-line error to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -100,6 +115,54 @@ def models_command(
     out_console.print(table)
     for note in sources + notes:
         out_console.print(note, highlight=False)
+
+
+# --- info: what a checkpoint is ---------------------------------------------------------------------
+
+
+@app.command("info")
+def info_command(
+    checkpoint: str = typer.Argument(..., help="A checkpoint file (.pkl, .pth, .safetensors) or a registry name."),
+    base: str = typer.Option(None, "--base", help="Base checkpoint for weights-only or tuned files."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
+) -> None:
+    """Describe a checkpoint: resolutions, SR module, rendering settings, size, hash."""
+    import json
+
+    from . import pretrained
+
+    try:
+        path = pretrained.resolve_checkpoint(checkpoint, download=False)
+        G = pretrained.load_generator(path, base=base)
+        info = pretrained.describe_checkpoint(path, G)
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
+    if json_output:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=str(path), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("format", info["format"]),
+        ("image resolution", str(info["img_resolution"])),
+        ("neural rendering resolution", str(info["neural_rendering_resolution"])),
+        ("super-resolution", info["superresolution_module"]),
+        ("z / c / w dims", f"{info['z_dim']} / {info['c_dim']} / {info['w_dim']} ({info['num_ws']} ws)"),
+        ("mapping layers", str(info["mapping_layers"])),
+        ("parameters", f"{info['parameters']:,}"),
+        ("buffers", f"{info['buffers']:,}"),
+        ("file size", f"{info['file_size']:,} bytes"),
+        ("sha256", info["sha256"]),
+    ] + [(f"rendering.{k}", str(v)) for k, v in info["rendering"].items()]
+    for key, value in rows:
+        table.add_row(key, value)
+    out_console.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:
