@@ -97,7 +97,7 @@ def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_war
     coords = points * (2 / box_warp)
     out = None
     for k, (u, v) in enumerate(_PLANE_COORDS):
-        grid = torch.stack((coords[..., u], coords[..., v]), dim=-1).unsqueeze(1).float()
+        grid = torch.stack((coords[..., u], coords[..., v]), dim=-1).unsqueeze(1).to(planes.dtype)
         f = F.grid_sample(planes[:, k], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
         out = f if out is None else out + f
     return out / 3
