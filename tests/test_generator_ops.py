@@ -116,7 +116,7 @@ def test_convention_tri_plane_axes_keep_the_official_quirk():
     planes = torch.zeros(1, 3, 1, 8, 8)
     planes[0, 2, 0] = torch.arange(8.0)[None, :].expand(8, 8)  # plane 2 varies along its width axis
     pts = torch.tensor([[[0.0, 0.0, -0.4375], [0.0, 0.0, 0.4375], [0.0, 0.4375, 0.0]]])
-    f = sample_triplane_features(planes, pts, box_warp=1.0)[0, 0] * 3  # undo the mean over planes
+    f = sample_triplane_features(planes, pts, box_warp=1.0)[0, :, 0] * 3  # undo the mean over planes
     # Width coordinate of plane 2 is z: z=-0.4375 is column 0, z=+0.4375 is column 7; y does not matter.
     torch.testing.assert_close(f, torch.tensor([0.0, 7.0, 3.5]))
     assert torch.equal(PLANE_AXES[2], torch.tensor([[0.0, 0, 1], [1, 0, 0], [0, 1, 0]]))
@@ -125,8 +125,40 @@ def test_convention_tri_plane_axes_keep_the_official_quirk():
 def test_points_outside_the_box_get_zero_features():
     planes = torch.ones(1, 3, 4, 8, 8)
     f = sample_triplane_features(planes, torch.tensor([[[0.0, 0.0, 0.0], [0.9, 0.9, 0.9]]]), box_warp=1.0)
-    torch.testing.assert_close(f[0, :, 0], torch.ones(4))
-    torch.testing.assert_close(f[0, :, 1], torch.zeros(4))
+    torch.testing.assert_close(f[0, 0], torch.ones(4))
+    torch.testing.assert_close(f[0, 1], torch.zeros(4))
+
+
+def _grid_sample_reference(planes, points, box_warp):
+    """The official lookup: inverse plane axes, grid_sample per plane, mean over planes."""
+    n = planes.shape[0]
+    coords = (2 / box_warp) * points
+    inv = torch.linalg.inv(PLANE_AXES.to(points.dtype))
+    proj = torch.einsum("bpi,kij->bkpj", coords, inv)[..., :2]
+    feats = [F.grid_sample(planes[:, k], proj[:, k].unsqueeze(1), mode="bilinear", padding_mode="zeros",
+                           align_corners=False)[:, :, 0] for k in range(3)]
+    return torch.stack(feats, 1).mean(1).transpose(1, 2)
+
+
+def test_feature_lookup_equals_official_grid_sample_with_gradients():
+    torch.manual_seed(5)
+    planes = torch.randn(2, 3, 5, 16, 16, dtype=torch.float64, requires_grad=True)
+    # Inside, on the edges, just outside and far outside the box.
+    pts = torch.cat([torch.rand(2, 200, 3, dtype=torch.float64) - 0.5,
+                     (torch.rand(2, 50, 3, dtype=torch.float64) - 0.5) * 1.2,
+                     torch.tensor([[[0.5, 0.5, 0.5], [-0.5, 0.5, -0.5], [3.0, -7.0, 0.1]]] * 2, dtype=torch.float64)],
+                    1).requires_grad_()
+    ours = sample_triplane_features(planes, pts, 1.0)
+    ref = _grid_sample_reference(planes, pts, 1.0)
+    torch.testing.assert_close(ours, ref)
+    g = torch.randn_like(ours)
+    ga = torch.autograd.grad(ours, (planes, pts), g)
+    gb = torch.autograd.grad(ref, (planes, pts), g)
+    torch.testing.assert_close(ga[0], gb[0])
+    torch.testing.assert_close(ga[1], gb[1])
+    # Shared planes (batch 1) serve every batch entry of points.
+    torch.testing.assert_close(sample_triplane_features(planes[:1], pts, 1.0)[1],
+                               _grid_sample_reference(planes[:1], pts[1:], 1.0)[0])
 
 
 def test_deterministic_depths_are_official_linspace():
@@ -185,4 +217,4 @@ def test_float64_gradients_through_rendering():
     sigma = torch.randn(1, 2, 5, dtype=torch.float64, requires_grad=True)
     depths = torch.linspace(2, 3, 5, dtype=torch.float64).expand(1, 2, 5)
     assert torch.autograd.gradcheck(lambda s: rendering.interval_weights(s, depths), (sigma,))
-    assert math.isfinite(float(rendering.composite_depth(rendering.interval_weights(sigma, depths), depths).sum()))
+    assert math.isfinite(float(rendering.composite_depth(rendering.interval_weights(sigma, depths), depths).sum().detach()))

@@ -37,9 +37,6 @@ PLANE_RESOLUTION = 256
 PLANE_AXES = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 1]],
                            [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
                            [[0, 0, 1], [1, 0, 0], [0, 1, 0]]], dtype=torch.float32)
-#: For each plane, which point coordinates feed grid_sample's (width, height) axes; equal to
-#: multiplying by the inverse axis matrices and keeping two components: (x,y), (x,z), (z,x).
-_PLANE_COORDS = ((0, 1), (0, 2), (2, 0))
 
 #: Keys of ``rendering_kwargs`` that only matter for training; kept for round trips, unused here.
 _TRAINING_ONLY_KEYS = ("gpc_reg_prob", "density_reg", "density_reg_p_dist", "reg_type", "image_resolution")
@@ -58,49 +55,82 @@ class OSGDecoder(nn.Module):
             FullyConnectedLayer(self.hidden_dim, 1 + options["decoder_output_dim"], lr_multiplier=lr_mul),
         )
 
-    def forward_channels_first(self, features: torch.Tensor, need_rgb: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``features (B, C, P)`` -> raw sigma ``(B, P)`` and rgb ``(B, 32, P)`` in ``[-0.001, 1.001]``.
-
-        The two layers run as ``W @ X`` on the channels-first features, the layout grid_sample
-        produces, instead of transposing millions of points.
-        """
+    def decode(self, features: torch.Tensor, need_rgb: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features (P, C)`` -> raw sigma ``(P,)`` and rgb ``(P, 32)`` in ``[-0.001, 1.001]``."""
         fc0, fc2 = self.net[0], self.net[2]
-        b = features.shape[0]
-        w0, b0 = fc0.effective_weight(features.dtype), fc0.effective_bias(features.dtype)
-        h = torch.baddbmm(b0[None, :, None], w0.expand(b, -1, -1), features)
-        h = F.softplus(h)
+        h = F.softplus(torch.addmm(fc0.effective_bias(features.dtype), features, fc0.effective_weight(features.dtype).t()))
         w2, b2 = fc2.effective_weight(features.dtype), fc2.effective_bias(features.dtype)
         if not need_rgb:
-            sigma = torch.baddbmm(b2[None, :1, None], w2[:1].expand(b, -1, -1), h)[:, 0]
-            return sigma, None
-        out = torch.baddbmm(b2[None, :, None], w2.expand(b, -1, -1), h)
+            return torch.addmv(b2[0], h, w2[0]), None
+        out = torch.addmm(b2, h, w2.t())
         rgb = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
         return out[:, 0], rgb
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict:
         """Official interface: ``(N, n_planes, M, C)`` -> ``{'rgb': (N, M, 32), 'sigma': (N, M, 1)}``."""
-        feats = sampled_features.mean(1).transpose(1, 2)
-        sigma, rgb = self.forward_channels_first(feats)
-        return {"rgb": rgb.transpose(1, 2), "sigma": sigma[..., None]}
+        n, _, m, c = sampled_features.shape
+        sigma, rgb = self.decode(sampled_features.mean(1).reshape(n * m, c))
+        return {"rgb": rgb.reshape(n, m, -1), "sigma": sigma.reshape(n, m, 1)}
+
+
+def _plane_table(planes: torch.Tensor) -> torch.Tensor:
+    """Planes ``(N, 3, C, H, W)`` as one row table ``(N*3*(H+3)*(W+3), C)`` with a zero border.
+
+    One zero row/column before and two after each plane stand in for grid_sample's zero
+    padding: every bilinear corner of any point then has a valid index, and corners outside
+    the plane read zeros.
+    """
+    n, k, c, h, w = planes.shape
+    padded = F.pad(planes.reshape(n * k, c, h, w), [1, 2, 1, 2])
+    return padded.permute(0, 2, 3, 1).reshape(-1, c)
 
 
 def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
-    """Mean of the three planes' bilinear features at ``points``.
+    """Mean of the three planes' bilinear features at ``points``: ``(N, P, C)``.
 
     Args:
-        planes: ``(B, 3, C, H, W)``.
-        points: ``(B, P, 3)`` world coordinates; outside the box ``[-box_warp/2, box_warp/2]^3``
-            the features are zero (grid_sample's zero padding), as in the official renderer.
-    Returns:
-        ``(B, C, P)`` features, channels first.
+        planes: ``(N, 3, C, H, W)``; ``N == 1`` planes are shared by every batch entry of points.
+        points: ``(B, P, 3)`` world coordinates, ``B == N`` or ``N == 1``.
+        box_warp: side of the tri-plane cube ``[-box_warp/2, box_warp/2]^3``; outside it the
+            features are zero, exactly like the official ``grid_sample(padding_mode='zeros',
+            align_corners=False)`` lookup.
+
+    The lookup is one ``embedding_bag``: twelve weighted rows (4 bilinear corners x 3 planes) of a
+    channels-last copy of the planes per point. This reads 32 contiguous floats per corner where
+    grid_sample on ``(C, H, W)`` planes strides through memory once per channel, and its
+    backward accumulates rows instead of scattering channel by channel. Bilinear weights are
+    differentiable in the points, so gradients also reach the camera.
     """
-    coords = points * (2 / box_warp)
-    out = None
-    for k, (u, v) in enumerate(_PLANE_COORDS):
-        grid = torch.stack((coords[..., u], coords[..., v]), dim=-1).unsqueeze(1).to(planes.dtype)
-        f = F.grid_sample(planes[:, k], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0]
-        out = f if out is None else out + f
-    return out / 3
+    n, k, c, h, w = planes.shape
+    b, p, _ = points.shape
+    if k != 3 or n not in (1, b):
+        raise ValueError(f"planes {tuple(planes.shape)} do not fit points {tuple(points.shape)}")
+    table = _plane_table(planes)
+    g = points.to(planes.dtype).reshape(b * p, 3) * (2 / box_warp)
+    # Plane k reads coordinates (x, y), (x, z), (z, x) as (width, height): the released quirk.
+    u = g.index_select(1, _U_AXES.to(g.device))
+    v = g.index_select(1, _V_AXES.to(g.device))
+    # grid_sample's un-normalisation, then clamping that keeps far-away points on the zero border.
+    ix = (((u + 1) * w - 1) / 2).clamp(-1, w)
+    iy = (((v + 1) * h - 1) / 2).clamp(-1, h)
+    x0, y0 = torch.floor(ix), torch.floor(iy)
+    fx, fy = ix - x0, iy - y0
+    row = w + 3
+    plane_rows = (h + 3) * row
+    base = (y0 * row + x0).long() + (torch.arange(3, device=g.device) * plane_rows + row + 1)
+    if n > 1:
+        base = base + (torch.arange(b, device=g.device) * (3 * plane_rows)).repeat_interleave(p)[:, None]
+    corners = torch.tensor([0, 1, row, row + 1], device=g.device)
+    index = (base.unsqueeze(-1) + corners).reshape(b * p, 12)
+    gx = 1 - fx
+    gy = (1 - fy) / 3
+    fy = fy / 3
+    weight = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), -1).reshape(b * p, 12)
+    return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum").reshape(b, p, c)
+
+
+_U_AXES = torch.tensor([0, 0, 2])
+_V_AXES = torch.tensor([1, 2, 0])
 
 
 def _translate_config(rendering_kwargs: Mapping[str, Any]) -> None:
@@ -109,6 +139,12 @@ def _translate_config(rendering_kwargs: Mapping[str, Any]) -> None:
     if missing:
         from ..errors import ConfigError
         raise ConfigError(f"rendering_kwargs lacks {', '.join(missing)}")
+
+
+def _weighted_sum(coef: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """``sum_s coef[b, r, s] * colors[b, r, s, :]`` as one batched matrix product: ``(B, R, C)``."""
+    b, r, s, c = colors.shape
+    return torch.bmm(coef.reshape(b * r, 1, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
 
 
 class TriPlaneGenerator(nn.Module):
@@ -281,11 +317,11 @@ class TriPlaneGenerator(nn.Module):
         sig, cols = [], []
         for start in range(0, coordinates.shape[1], max_points_per_chunk):
             pts = coordinates[:, start:start + max_points_per_chunk]
-            s, rgb = self.decoder.forward_channels_first(sample_triplane_features(planes, pts, box), need_rgb)
-            s = self._density_noise(s)
-            sig.append(s)
+            feats = sample_triplane_features(planes, pts, box)
+            s, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]), need_rgb)
+            sig.append(self._density_noise(s).reshape(pts.shape[0], -1))
             if need_rgb:
-                cols.append(rgb.transpose(1, 2))
+                cols.append(rgb.reshape(pts.shape[0], pts.shape[1], -1))
         out = {"sigma": torch.cat(sig, 1)[..., None]}
         if need_rgb:
             out["rgb"] = torch.cat(cols, 1)
@@ -338,14 +374,13 @@ class TriPlaneGenerator(nn.Module):
         bsz, n_rays, _ = origins.shape
         box = rk["box_warp"]
         clamp_mode = rk.get("clamp_mode", "softplus")
-        if planes.shape[0] == 1 and bsz > 1:
-            planes = planes.expand(bsz, -1, -1, -1, -1)
 
         def query(depths):
             pts = (origins.unsqueeze(-2) + depths.unsqueeze(-1) * dirs.unsqueeze(-2)).reshape(bsz, -1, 3)
-            sigma, rgb = self.decoder.forward_channels_first(sample_triplane_features(planes, pts, box))
+            feats = sample_triplane_features(planes, pts, box)
+            sigma, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]))
             sigma = self._density_noise(sigma)
-            return sigma.reshape(bsz, n_rays, -1), rgb.reshape(bsz, rgb.shape[1], n_rays, -1)
+            return sigma.reshape(bsz, n_rays, -1), rgb.reshape(bsz, n_rays, depths.shape[-1], -1)
 
         d_coarse = rendering.stratified_depths(origins, dirs, rk["ray_start"], rk["ray_end"], n_coarse, box_warp=box,
                                                disparity_space=rk.get("disparity_space_sampling", False),
@@ -368,10 +403,10 @@ class TriPlaneGenerator(nn.Module):
         if order is not None:
             # Back to the unsorted sample order, so the colours are used where they lie.
             coef = torch.zeros_like(coef_sorted).scatter(-1, order, coef_sorted)
-            feats = (c_coarse * coef[:, None, :, :n_coarse]).sum(-1) + (c_fine * coef[:, None, :, n_coarse:]).sum(-1)
+            feats = _weighted_sum(coef[..., :n_coarse], c_coarse) + _weighted_sum(coef[..., n_coarse:], c_fine)
         else:
-            feats = (c_coarse * coef_sorted[:, None]).sum(-1)
+            feats = _weighted_sum(coef_sorted, c_coarse)
         if rk.get("white_back", False):
-            feats = feats + 1 - w.sum(-1)[:, None]
-        feats = feats * 2 - 1
+            feats = feats + 1 - w.sum(-1, keepdim=True)
+        feats = (feats * 2 - 1).transpose(1, 2)  # (B, 32, rays): channels first for the image
         return feats, depth, d_sorted.min(), d_sorted.max()
