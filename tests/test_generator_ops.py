@@ -218,3 +218,12 @@ def test_float64_gradients_through_rendering():
     depths = torch.linspace(2, 3, 5, dtype=torch.float64).expand(1, 2, 5)
     assert torch.autograd.gradcheck(lambda s: rendering.interval_weights(s, depths), (sigma,))
     assert math.isfinite(float(rendering.composite_depth(rendering.interval_weights(sigma, depths), depths).sum().detach()))
+
+
+def test_gpu_lookup_path_agrees_with_the_cpu_one():
+    """Off the CPU the official grid_sample lookup is used; both must give the same features."""
+    from eg3d_invert.generator.triplane import _sample_with_grid_sample
+    torch.manual_seed(6)
+    planes = torch.randn(1, 3, 4, 16, 16)
+    pts = (torch.rand(3, 300, 3) - 0.5) * 1.1
+    torch.testing.assert_close(_sample_with_grid_sample(planes, pts, 1.0), sample_triplane_features(planes, pts, 1.0))
