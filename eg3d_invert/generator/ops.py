@@ -132,7 +132,7 @@ def blur(x: torch.Tensor, f: torch.Tensor, pad0: int, pad1: int, gain: float = 1
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool = True,
                      up: int = 1, padding: int = 0, resample_filter: torch.Tensor | None = None,
-                     fused: bool | None = None) -> torch.Tensor:
+                     fused: bool | None = None, scale: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
     """StyleGAN2 modulated convolution.
 
     Args:
@@ -145,8 +145,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             ``None`` picks per batch size: fused for a single sample, where modulating the
             ``O*I*k*k`` weights is far cheaper than scaling ``I*H*W`` activations; unfused for
             batches, where one dense convolution beats a grouped one on CPUs.
+        scale: output multiplier folded into the (de)modulation coefficients, so a following
+            activation gain costs no extra pass over the activations.
+        bias: ``(O,)`` added to the output inside the convolution (``up=1`` only; after an
+            upsampling convolution the FIR filter comes last).
     Returns:
-        ``(N, O, H*up, W*up)``; equal to both official paths up to float32 rounding.
+        ``scale * conv + bias``, ``(N, O, H*up, W*up)``; equal to both official paths up to
+        float32 rounding.
     """
     n, in_ch, h, w_ = x.shape
     out_ch, in_w, kh, kw = weight.shape
@@ -157,29 +162,35 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         # Same pre-normalisation as the official code: keeps fp16 from overflowing.
         weight = weight * (1 / np.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if bias is not None and up != 1:
+        raise ValueError("bias can only be folded into non-upsampling convolutions")
     fused = (n == 1) if fused is None else fused
     dcoefs = None
     if demodulate or fused:
         wts = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)
         if demodulate:
             dcoefs = (wts.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if scale != 1:
+        dcoefs = dcoefs * scale if dcoefs is not None else torch.full((n, out_ch), float(scale), device=x.device)
     if fused:
         if dcoefs is not None:
             wts = wts * dcoefs.reshape(n, out_ch, 1, 1, 1)
+        b = bias.to(x.dtype).repeat(n) if bias is not None else None
         y = _conv(x.reshape(1, n * in_ch, h, w_), wts.to(x.dtype).reshape(n * out_ch, in_ch, kh, kw), n, up, padding,
-                  resample_filter)
+                  resample_filter, b)
         return y.reshape(n, out_ch, *y.shape[2:])
     y = _conv(x * styles.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), 1, up, padding, resample_filter)
     if dcoefs is not None:
-        y = y * dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)
-    return y
+        d = dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)
+        return torch.addcmul(bias.to(y.dtype).reshape(1, -1, 1, 1), y, d) if bias is not None else y * d
+    return y + bias.to(y.dtype).reshape(1, -1, 1, 1) if bias is not None else y
 
 
 def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
-          resample_filter: torch.Tensor | None) -> torch.Tensor:
+          resample_filter: torch.Tensor | None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Grouped convolution ``w (G*O, I, k, k)``, or for ``up=2`` the official upsampling one."""
     if up == 1:
-        return F.conv2d(x, w, padding=padding, groups=groups)
+        return F.conv2d(x, w, bias=bias, padding=padding, groups=groups)
     if up != 2:
         raise ValueError(f"up must be 1 or 2, got {up}")
     go, in_ch, kh, kw = w.shape

@@ -132,16 +132,21 @@ class SynthesisLayer(nn.Module):
         if noise_mode not in ("random", "const", "none"):
             raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
         styles = self.affine(w)
+        # The activation gain is folded into the convolution (lrelu(g*z) = g*lrelu(z) for g > 0),
+        # and so is the bias where no filter follows: one pass over the output is saved for each.
+        g = self.act_gain * gain
+        fold_bias = self.up == 1
+        bias = self.bias.to(x.dtype) * g
         x = ops.modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
-                                 resample_filter=self.resample_filter)
+                                 resample_filter=self.resample_filter, scale=g, bias=bias if fold_bias else None)
         if self.use_noise and noise_mode == "random":
             noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device,
                                 generator=generator).to(x.dtype)
-            x = x.add_(noise * self.noise_strength.to(x.dtype))
+            x = x.add_(noise * (self.noise_strength * g).to(x.dtype))
         elif self.use_noise and noise_mode == "const":
-            x = x.add_((self.noise_const * self.noise_strength).to(x.dtype))
+            x = x.add_((self.noise_const * (self.noise_strength * g)).to(x.dtype))
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return ops.bias_act(x, self.bias, act=self.activation, gain=self.act_gain * gain, clamp=clamp, inplace=True)
+        return ops.bias_act(x, None if fold_bias else bias, act=self.activation, gain=1.0, clamp=clamp, inplace=True)
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}, "
@@ -163,8 +168,8 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return ops.bias_act(x, self.bias, clamp=self.conv_clamp, inplace=True)
+        x = ops.modulated_conv2d(x, self.weight, styles, demodulate=False, bias=self.bias)
+        return ops.bias_act(x, None, clamp=self.conv_clamp, inplace=True)
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}"
