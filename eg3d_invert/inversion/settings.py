@@ -1,0 +1,323 @@
+"""Frozen, typed settings for projection and pivotal tuning, with presets and a JSON round trip.
+
+The ``'official'`` presets reproduce the published pipelines, value for value:
+
+* :class:`ProjectionSettings` -- oneThousand1000/EG3D-projector (``w_projector.py`` /
+  ``w_plus_projector.py``, itself NVIDIA's StyleGAN2-ADA projector): 500 steps, w statistics
+  from 600 mapped samples (``RandomState(123)``) conditioned on the frontal camera, Adam
+  ``betas=(0.9, 0.999)`` with peak lr 0.01, 5 % linear ramp-up and 25 % cosine ramp-down,
+  latent noise ``0.05 * w_std`` fading quadratically over the first 75 %, noise buffers
+  optimised with an autocorrelation penalty of weight 1e5, VGG LPIPS on the image
+  area-downsampled to 256x256, depth samples x2.
+* :class:`TuningSettings` -- danielroich/PTI ``configs/hyperparameters.py`` as used by
+  EG3D-projector: 350 steps, Adam lr 3e-4 over every generator parameter, L2 weight 1 + AlexNet
+  LPIPS weight 1, stop once LPIPS <= 0.06, locality regularisation off (PTI's settings when
+  on), depth samples x2.
+
+The ``'fast'`` presets are this project's own (see ``benchmarks/inversion_quality.py`` for the
+measurements behind them). Every setting is validated on construction and raises
+:class:`~eg3d_invert.errors.ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+
+LPIPS_NETS = ("vgg", "alex")
+SPACES = ("w", "w+")
+INITS = ("mean", "search")
+
+
+def _check(cond: bool, name: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{name} {msg}, got {value!r}")
+
+
+def _positive_int(obj, name: str, allow_zero: bool = False) -> None:
+    v = getattr(obj, name)
+    ok = isinstance(v, int) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
+    _check(ok, name, "must be a non-negative integer" if allow_zero else "must be a positive integer", v)
+
+
+def _finite(obj, name: str, lo: float | None = 0.0, lo_open: bool = False, hi: float | None = None) -> None:
+    v = getattr(obj, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v <= hi
+    rng = f"{'>' if lo_open else '>='} {lo}" if lo is not None else "finite"
+    if hi is not None:
+        rng += f" and <= {hi}"
+    _check(ok, name, f"must be a finite number {rng}", v)
+
+
+def _bool(obj, name: str) -> None:
+    _check(isinstance(getattr(obj, name), bool), name, "must be True or False", getattr(obj, name))
+
+
+class _JsonSettings:
+    """JSON round trip shared by the settings classes (nested settings become nested objects)."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = v.to_dict() if isinstance(v, _JsonSettings) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__} must be read from a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown setting(s) {', '.join(unknown)}")
+        kwargs = dict(data)
+        for name, sub in cls._nested.items():
+            if name in kwargs and isinstance(kwargs[name], dict):
+                kwargs[name] = sub.from_dict(kwargs[name])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.__name__}: invalid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class CameraRefinementSettings(_JsonSettings):
+    """Joint refinement of the photo's camera: small learned yaw/pitch/roll and translation.
+
+    The corrections are optimised in units of their prior standard deviations and pulled back
+    toward the estimate by a Gaussian prior, ``prior_weight * 0.5 * sum((delta / sigma)^2)``.
+    Yaw and pitch orbit the camera about the look-at pivot (geometric convention of
+    :func:`eg3d_invert.camera.camera_from_angles`: yaw toward +x, pitch up), roll turns it about
+    its viewing axis, the translation is along the camera's own axes (world units).
+
+    Attributes:
+        enabled: refine the camera at all.
+        learning_rate: Adam step in prior-sigma units per step (follows the main lr's ramp shape).
+        rotation_sigma_deg: prior std of each angle, degrees.
+        translation_sigma: prior std of each translation component, world units (the FFHQ head
+            is about 0.5 units wide, the camera 2.7 units away).
+        prior_weight: weight of the prior term relative to the image loss.
+    """
+
+    enabled: bool = False
+    learning_rate: float = 0.02
+    rotation_sigma_deg: float = 3.0
+    translation_sigma: float = 0.02
+    prior_weight: float = 1e-3
+
+    def __post_init__(self):
+        _bool(self, "enabled")
+        _finite(self, "learning_rate")
+        _finite(self, "rotation_sigma_deg", lo_open=True, hi=45.0)
+        _finite(self, "translation_sigma", lo_open=True, hi=1.0)
+        _finite(self, "prior_weight")
+
+
+@dataclass(frozen=True)
+class ProjectionSettings(_JsonSettings):
+    """Settings of :func:`eg3d_invert.inversion.project` (defaults: EG3D-projector's).
+
+    Attributes:
+        space: ``'w'`` (one w repeated to every layer) or ``'w+'`` (one w per layer).
+        num_steps: optimisation steps.
+        w_avg_samples, w_avg_seed: how the starting point ``w_avg`` and the spread ``w_std``
+            are estimated: ``w_avg_samples`` latents ``z ~ RandomState(w_avg_seed)`` mapped with
+            the frontal conditioning camera (as the official projector does).
+        learning_rate: peak Adam learning rate.
+        lr_rampup, lr_rampdown: fractions of the schedule for the linear warm-up and the
+            cosine decay to zero.
+        betas: Adam betas.
+        initial_noise_factor, noise_ramp: Gaussian noise of std ``factor * w_std`` is added to w
+            at each step, fading as ``(1 - t / noise_ramp)^2`` (exploration early on).
+        optimize_noise: optimise the backbone's constant noise maps as well (official).
+        noise_regularization: weight of the noise maps' multi-scale autocorrelation penalty.
+        loss_resolution: images larger than this are area-downsampled to it before LPIPS
+            (VGG was trained at 224 px).
+        lpips_net: LPIPS backbone, ``'vgg'`` (official projector) or ``'alex'``.
+        l2_weight: weight of a pixel MSE term on the full image (0 = official, LPIPS only).
+        sample_mult: multiplier of both depth sample counts while rendering.
+        deterministic_render: render without random depth jitter during optimisation.
+        init: ``'mean'`` starts at ``w_avg`` (official); ``'search'`` renders ``init_candidates``
+            truncated samples plus ``w_avg`` and starts at the one closest to the photo.
+        init_candidates, init_truncation: the candidates of ``init='search'``.
+        seed: seeds every random draw (latent noise, noise maps, depth jitter, candidates).
+        camera: joint camera refinement (off in the official projector).
+    """
+
+    space: str = "w"
+    num_steps: int = 500
+    w_avg_samples: int = 600
+    w_avg_seed: int = 123
+    learning_rate: float = 0.01
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    betas: tuple = (0.9, 0.999)
+    initial_noise_factor: float = 0.05
+    noise_ramp: float = 0.75
+    optimize_noise: bool = True
+    noise_regularization: float = 1e5
+    loss_resolution: int = 256
+    lpips_net: str = "vgg"
+    l2_weight: float = 0.0
+    sample_mult: float = 2.0
+    deterministic_render: bool = False
+    init: str = "mean"
+    init_candidates: int = 0
+    init_truncation: float = 0.7
+    seed: int = 0
+    camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+
+    _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
+
+    def __post_init__(self):
+        _check(self.space in SPACES, "space", f"must be one of {SPACES}", self.space)
+        _positive_int(self, "num_steps")
+        _positive_int(self, "w_avg_samples")
+        _positive_int(self, "w_avg_seed", allow_zero=True)
+        _finite(self, "learning_rate", lo_open=True)
+        _finite(self, "lr_rampup", hi=1.0)
+        _finite(self, "lr_rampdown", hi=1.0)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else self.betas
+        _check(isinstance(betas, tuple) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "betas", "must be two numbers in [0, 1)",
+            self.betas)
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        _finite(self, "initial_noise_factor")
+        _finite(self, "noise_ramp", lo_open=True)
+        _bool(self, "optimize_noise")
+        _finite(self, "noise_regularization")
+        _positive_int(self, "loss_resolution")
+        _check(self.lpips_net in LPIPS_NETS, "lpips_net", f"must be one of {LPIPS_NETS}", self.lpips_net)
+        _finite(self, "l2_weight")
+        _finite(self, "sample_mult", lo_open=True, hi=16)
+        _bool(self, "deterministic_render")
+        _check(self.init in INITS, "init", f"must be one of {INITS}", self.init)
+        _positive_int(self, "init_candidates", allow_zero=True)
+        _check(self.init != "search" or self.init_candidates > 0, "init_candidates",
+               "must be positive when init='search'", self.init_candidates)
+        _finite(self, "init_truncation", hi=1.0)
+        _positive_int(self, "seed", allow_zero=True)
+        _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
+               self.camera)
+
+    @classmethod
+    def from_preset(cls, preset: str = "official", **overrides) -> "ProjectionSettings":
+        """``'official'`` (EG3D-projector) or ``'fast'`` (see module doc), with fields overridden."""
+        if preset not in PROJECTION_PRESETS:
+            raise ConfigError(f"unknown projection preset {preset!r}; choose one of {sorted(PROJECTION_PRESETS)}")
+        return dataclasses.replace(PROJECTION_PRESETS[preset], **overrides)
+
+
+@dataclass(frozen=True)
+class TuningSettings(_JsonSettings):
+    """Settings of :func:`eg3d_invert.inversion.tune` (defaults: PTI's, as EG3D-projector runs it).
+
+    Attributes:
+        num_steps: maximum optimisation steps.
+        learning_rate: Adam learning rate over every generator parameter (constant, as PTI).
+        l2_weight, lpips_weight: weights of the pixel MSE and of LPIPS, both on the full image
+            in [-1, 1].
+        lpips_net: LPIPS backbone, ``'alex'`` (PTI) or ``'vgg'``.
+        lpips_threshold: stop as soon as the LPIPS of the current render is at or below this
+            (checked before the step, as PTI does); 0 disables early stopping.
+        locality_regularization: PTI's locality regulariser: renders of latents moved
+            ``locality_alpha`` units from the pivot toward ``locality_samples`` random
+            (``truncation = locality_truncation``) latents must stay as the original generator
+            rendered them (L2 weight ``locality_l2_weight``, LPIPS ``locality_lpips_weight``),
+            every ``locality_interval`` steps.
+        sample_mult: multiplier of both depth sample counts while rendering.
+        deterministic_render: render without random depth jitter during optimisation.
+        use_pivot_noise: start from the noise maps the projection optimised (if the pivot has
+            them) instead of the generator's own. The official pipeline discards them.
+        seed: seeds the depth jitter and the locality samples.
+        camera: joint camera refinement.
+    """
+
+    num_steps: int = 350
+    learning_rate: float = 3e-4
+    betas: tuple = (0.9, 0.999)
+    l2_weight: float = 1.0
+    lpips_weight: float = 1.0
+    lpips_net: str = "alex"
+    lpips_threshold: float = 0.06
+    locality_regularization: bool = False
+    locality_samples: int = 1
+    locality_interval: int = 1
+    locality_l2_weight: float = 0.1
+    locality_lpips_weight: float = 0.1
+    locality_alpha: float = 30.0
+    locality_truncation: float = 0.5
+    sample_mult: float = 2.0
+    deterministic_render: bool = False
+    use_pivot_noise: bool = False
+    seed: int = 0
+    camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+
+    _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
+
+    def __post_init__(self):
+        _positive_int(self, "num_steps")
+        _finite(self, "learning_rate", lo_open=True)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else self.betas
+        _check(isinstance(betas, tuple) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "betas", "must be two numbers in [0, 1)",
+            self.betas)
+        object.__setattr__(self, "betas", tuple(float(b) for b in betas))
+        _finite(self, "l2_weight")
+        _finite(self, "lpips_weight")
+        _check(self.l2_weight > 0 or self.lpips_weight > 0, "l2_weight", "and lpips_weight cannot both be 0",
+               (self.l2_weight, self.lpips_weight))
+        _check(self.lpips_net in LPIPS_NETS, "lpips_net", f"must be one of {LPIPS_NETS}", self.lpips_net)
+        _finite(self, "lpips_threshold")
+        _bool(self, "locality_regularization")
+        _positive_int(self, "locality_samples")
+        _positive_int(self, "locality_interval")
+        _finite(self, "locality_l2_weight")
+        _finite(self, "locality_lpips_weight")
+        _finite(self, "locality_alpha", lo_open=True)
+        _finite(self, "locality_truncation", hi=1.0)
+        _finite(self, "sample_mult", lo_open=True, hi=16)
+        _bool(self, "deterministic_render")
+        _bool(self, "use_pivot_noise")
+        _positive_int(self, "seed", allow_zero=True)
+        _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
+               self.camera)
+
+    @classmethod
+    def from_preset(cls, preset: str = "official", **overrides) -> "TuningSettings":
+        """``'official'`` (PTI) or ``'fast'`` (see module doc), with fields overridden."""
+        if preset not in TUNING_PRESETS:
+            raise ConfigError(f"unknown tuning preset {preset!r}; choose one of {sorted(TUNING_PRESETS)}")
+        return dataclasses.replace(TUNING_PRESETS[preset], **overrides)
+
+
+PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
+    "official": ProjectionSettings(),
+}
+TUNING_PRESETS: dict[str, TuningSettings] = {
+    "official": TuningSettings(),
+}
