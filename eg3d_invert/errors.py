@@ -67,3 +67,42 @@ class UnknownModelError(CheckpointError):
 
 class ChecksumMismatchError(DownloadError):
     """A downloaded file does not have the expected size or SHA-256; nothing was kept."""
+
+
+# --- photos and faces: specific cases (preprocessing) ------------------------------------------
+
+
+class ImageNotFoundError(ImageReadError, FileNotFoundError):
+    """The photo's path does not exist or is not a file."""
+
+
+class EmptyImageError(ImageReadError):
+    """The photo is a zero-byte file (or empty bytes)."""
+
+
+class NotAnImageError(ImageReadError):
+    """The data is not in an image format that can be decoded."""
+
+
+class CorruptImageError(ImageReadError):
+    """The image header was recognised but the pixel data is truncated or damaged."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than the allowed limit (decompression-bomb guard)."""
+
+
+class UnsupportedImageError(ImageReadError):
+    """The image (or array) has a layout or pixel mode that cannot be turned into RGB."""
+
+
+class FaceIndexError(NoFaceError, IndexError):
+    """A face index was requested that is beyond the faces found in the photo."""
+
+
+class LandmarkError(NoFaceError):
+    """A face was detected but its landmarks (and so its pose) could not be located."""
+
+
+class ModelFileError(Eg3dInvertError):
+    """An optional model file (e.g. dlib's 68-point predictor) is missing or unreadable."""

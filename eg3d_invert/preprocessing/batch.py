@@ -1,0 +1,202 @@
+"""Aligning many photos into one EG3D-ready folder (used by ``eg3d-invert align``).
+
+For each photo ``NAME.png`` (the 512x512 crop) and ``NAME.json`` (:meth:`AlignedFace.to_dict`
+plus the crop's file name) are written, optionally ``previews/NAME.jpg``, and the folder's
+``dataset.json`` in EG3D's format ``{"labels": [[file, [25 floats]], ...]}`` is updated so the
+crops feed EG3D's tools directly. All files are written atomically; inputs are never
+overwritten; a photo that fails is reported and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .._io import atomic_path, write_json_atomic
+from ..errors import Eg3dInvertError
+from .aligner import AlignedFace, Aligner
+
+#: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
+#: tried whatever their suffix.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+DATASET_JSON = "dataset.json"
+PREVIEW_DIR = "previews"
+
+
+def collect_photos(inputs: Iterable[os.PathLike | str], exclude: Iterable[os.PathLike | str] = ()) -> list[Path]:
+    """Photos to process: files as given, folders recursed (sorted), duplicates dropped.
+
+    Paths that do not exist are kept, so that they are reported as failures. Folders in
+    ``exclude`` (e.g. the output folder) are not recursed into.
+    """
+    skip = {Path(p).resolve() for p in exclude}
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(p)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            if path.resolve() in skip:
+                continue
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip and not d.startswith("."))
+                for f in sorted(files):
+                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
+                        add(Path(root) / f)
+        else:
+            add(path)
+    return found
+
+
+def unique_names(paths: Iterable[Path]) -> list[str]:
+    """Output stems: the photo's stem, with ``_2``, ``_3``, ... when two photos share one."""
+    names: list[str] = []
+    used: set[str] = set()
+    for p in paths:
+        stem = Path(p).stem or "photo"
+        name, k = stem, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+@dataclass
+class BatchResult:
+    """Outcome for one input photo.
+
+    Attributes:
+        source: the input path.
+        name: output stem.
+        faces: aligned faces written (empty on failure).
+        files: crop files written, relative to the output folder.
+        error: one-line message if the photo failed.
+        exception: the exception itself (for ``--debug`` tracebacks).
+    """
+
+    source: Path
+    name: str
+    faces: list[AlignedFace] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    error: str | None = None
+    exception: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def preview_image(photo: np.ndarray, faces: list[AlignedFace]) -> np.ndarray:
+    """The photo with each face's crop square, detection box, mesh and 5 points drawn ``(H, W, 3)``."""
+    import cv2
+
+    out = np.ascontiguousarray(photo.copy())
+    scale = max(1.0, max(photo.shape[:2]) / 1000.0)
+    thick = max(1, int(round(2 * scale)))
+    for face in faces:
+        corners = np.round(face.geometry.crop_corners()).astype(np.int32)
+        cv2.polylines(out, [corners.reshape(-1, 1, 2)], True, (255, 200, 0), thick, cv2.LINE_AA)
+        b = np.round(face.box).astype(int)
+        cv2.rectangle(out, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 160, 255), max(1, thick // 2))
+        for x, y in face.landmarks[:, :2]:
+            cv2.circle(out, (int(round(x)), int(round(y))), max(1, thick // 2), (0, 255, 0), -1)
+        for x, y in face.points:
+            cv2.circle(out, (int(round(x)), int(round(y))), 2 * thick, (255, 0, 0), -1, cv2.LINE_AA)
+        text = f"#{face.face_index} yaw {face.yaw:+.1f} pitch {face.pitch:+.1f} roll {face.roll:+.1f}"
+        cv2.putText(out, text, (int(b[0]), max(12, int(b[1]) - 6)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * scale, (255, 255, 0), thick, cv2.LINE_AA)
+    return out
+
+
+def _same_file(a: Path, b_resolved: set[Path]) -> bool:
+    return a.resolve() in b_resolved
+
+
+def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index: int = 0,
+               all_faces: bool = False, preview: bool = False) -> Iterator[BatchResult]:
+    """Align each photo and write its files into ``out_dir``; yields one result per photo.
+
+    Expected errors (unreadable photo, no face, ...) become ``BatchResult.error``; any other
+    exception also does (message prefixed "internal error"), so one photo never stops the batch.
+    Call :func:`write_dataset` afterwards with the results.
+    """
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = {p.resolve() for p in paths}
+    for path, name in zip(paths, unique_names(paths)):
+        result = BatchResult(path, name)
+        try:
+            image = aligner.read(path)
+            if all_faces:
+                faces = aligner.align_all(image, name=str(path))
+            else:
+                faces = [aligner.align(image, face_index=face_index, name=str(path))]
+            written = []
+            for face in faces:
+                stem = f"{name}_face{face.face_index}" if all_faces else name
+                png, js = out_dir / f"{stem}.png", out_dir / f"{stem}.json"
+                for target in (png, js):
+                    if _same_file(target, inputs):
+                        raise Eg3dInvertError(f"{path}: writing {target} would overwrite an input photo; "
+                                              f"choose another --out folder")
+                face.save(png)
+                write_json_atomic(js, {"image": png.name, **face.to_dict()})
+                written.append(face)
+                result.files.append(png.name)
+            result.faces = written
+            if preview:
+                target = out_dir / PREVIEW_DIR / f"{name}.jpg"
+                if not _same_file(target, inputs):
+                    with atomic_path(target, suffix=".jpg") as tmp:
+                        Image.fromarray(preview_image(image, written)).save(tmp, format="JPEG", quality=90)
+        except Eg3dInvertError as exc:
+            result.error, result.exception = _one_line(exc), exc
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
+            result.error = f"{path}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+            result.exception = exc
+        yield result
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def write_dataset(out_dir: Path, results: Iterable[BatchResult]) -> Path:
+    """Write/update ``out_dir/dataset.json`` with the labels of the faces written.
+
+    Entries already in the file are kept if their image still exists and is not rewritten now,
+    so a folder can be filled over several runs.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / DATASET_JSON
+    labels: dict[str, list[float]] = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            for fname, label in old.get("labels") or []:
+                if (out_dir / fname).is_file():
+                    labels[str(fname)] = label
+        except (OSError, ValueError, TypeError, AttributeError):
+            labels = {}
+    for r in results:
+        for face, fname in zip(r.faces, r.files):
+            labels[fname] = [float(v) for v in face.label]
+    write_json_atomic(path, {"labels": [[k, v] for k, v in sorted(labels.items())]})
+    return path
