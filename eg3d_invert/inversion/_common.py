@@ -90,7 +90,7 @@ def noise_buffer_names(G) -> list[str]:
     return [f"backbone.synthesis.{n}" for n, _ in G.backbone.synthesis.named_buffers() if n.endswith("noise_const")]
 
 
-def _set_buffer(G, name: str, value: torch.Tensor) -> None:
+def set_buffer(G, name: str, value: torch.Tensor) -> None:
     module_name, attr = name.rsplit(".", 1)
     setattr(G.get_submodule(module_name), attr, value)
 
@@ -108,11 +108,11 @@ def swapped_noise(G, noise: dict[str, torch.Tensor] | None) -> Iterator[None]:
     saved = {name: G.get_buffer(name) for name in noise}
     try:
         for name, value in noise.items():
-            _set_buffer(G, name, value)
+            set_buffer(G, name, value)
         yield
     finally:
         for name, value in saved.items():
-            _set_buffer(G, name, value)
+            set_buffer(G, name, value)
 
 
 def install_noise(G, noise: dict[str, torch.Tensor]) -> None:

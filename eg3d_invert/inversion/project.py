@@ -22,6 +22,7 @@ whether tuning starts from them).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from ..errors import InterruptedRun
 from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, noise_buffer_names,
-                      prepare_image, seeded_generator, swapped_noise)
+                      prepare_image, seeded_generator, set_buffer)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips, noise_regularization
 from .results import Pivot
@@ -89,9 +90,8 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
     """Find the latent whose render from ``camera`` looks like ``image``.
 
     Args:
-        G: a :class:`~eg3d_invert.generator.TriPlaneGenerator` (not modified: its noise maps are
-            swapped for the optimised ones only during the call, and no gradient reaches its
-            parameters).
+        G: a :class:`~eg3d_invert.generator.TriPlaneGenerator` (not modified: the noise maps are
+            optimised in a copy).
         image: the aligned photo: ``uint8 (H, W, 3)`` (numpy/torch/PIL) or float ``(1, 3, H, W)``
             in [-1, 1]; square, resized to ``G.img_resolution`` if needed.
         camera: its camera: a :class:`~eg3d_invert.camera.Camera` of one view or a label
@@ -122,11 +122,14 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
     cond = frontal_label(G, dev)
     w_avg, w_std = w_statistics(G, settings.w_avg_samples, settings.w_avg_seed, cond)
 
+    # Work on a copy: the noise maps are optimised in place of its buffers, and renders of the
+    # caller's G (e.g. from a progress callback) must not see them.
+    G_work = copy.deepcopy(G).eval().requires_grad_(False)
     noise: dict[str, torch.Tensor] = {}
     if settings.optimize_noise:
-        for name in noise_buffer_names(G):
-            shape = G.get_buffer(name).shape
-            noise[name] = torch.randn(shape, generator=gen, device=dev).requires_grad_(True)
+        for name in noise_buffer_names(G_work):
+            noise[name] = torch.randn(G_work.get_buffer(name).shape, generator=gen, device=dev).requires_grad_(True)
+            set_buffer(G_work, name, noise[name])
 
     correction = None
     if settings.camera.enabled:
@@ -138,78 +141,77 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
     history: list[dict[str, float]] = []
     state = {"step": 0}
 
-    with swapped_noise(G, noise):
-        start = _search_start(G, w_avg, settings, label, cond, distance, gen) if settings.init == "search" else w_avg
-        w_opt = (start.repeat(1, num_ws, 1) if settings.space == "w+" else start.clone()).requires_grad_(True)
-        groups = [{"params": [w_opt] + list(noise.values()), "lr": 0.0}]
-        if correction is not None:
-            groups.append({"params": list(correction.parameters()), "lr": 0.0})
-        optimizer = torch.optim.Adam(groups, betas=settings.betas)
-        params = [p for g in groups for p in g["params"]]
+    start = _search_start(G_work, w_avg, settings, label, cond, distance, gen) if settings.init == "search" else w_avg
+    w_opt = (start.repeat(1, num_ws, 1) if settings.space == "w+" else start.clone()).requires_grad_(True)
+    groups = [{"params": [w_opt] + list(noise.values()), "lr": 0.0}]
+    if correction is not None:
+        groups.append({"params": list(correction.parameters()), "lr": 0.0})
+    optimizer = torch.optim.Adam(groups, betas=settings.betas)
+    params = [p for g in groups for p in g["params"]]
 
-        def snapshot(reason: str = "completed") -> Pivot:
+    def snapshot(reason: str = "running") -> Pivot:
+        with torch.no_grad():
+            ws = w_opt.detach().expand(1, num_ws, -1).clone().cpu()
+            cam = (correction(label) if correction is not None else label).detach().cpu()
+        return Pivot(ws=ws, camera=cam, space=settings.space, camera_estimate=label.detach().cpu(),
+                     noise={k: v.detach().clone().cpu() for k, v in noise.items()} or None,
+                     settings=settings.to_dict(), history=list(history), steps=state["step"], stop_reason=reason,
+                     camera_correction=correction.summary() if correction is not None else None,
+                     source=getattr(G, "checkpoint_path", None))
+
+    stop_reason = "completed"
+    try:
+        for step in range(num_steps):
+            lr = learning_rate_at(step, num_steps, settings.learning_rate, settings.lr_rampup, settings.lr_rampdown)
+            ramp = lr / settings.learning_rate
+            optimizer.param_groups[0]["lr"] = lr
+            if correction is not None:
+                optimizer.param_groups[1]["lr"] = settings.camera.learning_rate * ramp
+            sigma = latent_noise_scale(step, num_steps, w_std, settings.initial_noise_factor, settings.noise_ramp)
+            ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=dev) * sigma
+            if settings.space == "w":
+                ws = ws.repeat(1, num_ws, 1)
+            c = correction(label) if correction is not None else label
+            img = G_work.synthesis(ws, c, noise_mode="const", sample_mult=settings.sample_mult,
+                                   deterministic=settings.deterministic_render, generator=gen)["image"]
+            lp = distance(img).sum()
+            loss = lp
+            parts = {"lpips": float(lp.detach())}
+            if settings.l2_weight > 0:
+                l2 = F.mse_loss(img, target)
+                loss = loss + settings.l2_weight * l2
+                parts["l2"] = float(l2.detach())
+            if noise:
+                reg = noise_regularization(list(noise.values()))
+                loss = loss + settings.noise_regularization * reg
+                parts["noise_reg"] = float(reg.detach())
+            if correction is not None:
+                loss = loss + settings.camera.prior_weight * correction.prior()
+            check_finite(loss, "projection", step + 1, num_steps, parts)
+
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            optimizer.step()
             with torch.no_grad():
-                ws = w_opt.detach().expand(1, num_ws, -1).clone().cpu()
-                cam = (correction(label) if correction is not None else label).detach().cpu()
-            return Pivot(ws=ws, camera=cam, space=settings.space, camera_estimate=label.detach().cpu(),
-                         noise={k: v.detach().clone().cpu() for k, v in noise.items()} or None,
-                         settings=settings.to_dict(), history=list(history), steps=state["step"], stop_reason=reason,
-                         camera_correction=correction.summary() if correction is not None else None,
-                         source=getattr(G, "checkpoint_path", None))
-
-        stop_reason = "completed"
-        try:
-            for step in range(num_steps):
-                lr = learning_rate_at(step, num_steps, settings.learning_rate, settings.lr_rampup, settings.lr_rampdown)
-                ramp = lr / settings.learning_rate
-                optimizer.param_groups[0]["lr"] = lr
-                if correction is not None:
-                    optimizer.param_groups[1]["lr"] = settings.camera.learning_rate * ramp
-                sigma = latent_noise_scale(step, num_steps, w_std, settings.initial_noise_factor, settings.noise_ramp)
-                ws = w_opt + torch.randn(w_opt.shape, generator=gen, device=dev) * sigma
-                if settings.space == "w":
-                    ws = ws.repeat(1, num_ws, 1)
-                c = correction(label) if correction is not None else label
-                img = G.synthesis(ws, c, noise_mode="const", sample_mult=settings.sample_mult,
-                                  deterministic=settings.deterministic_render, generator=gen)["image"]
-                lp = distance(img).sum()
-                loss = lp
-                parts = {"lpips": float(lp.detach())}
-                if settings.l2_weight > 0:
-                    l2 = F.mse_loss(img, target)
-                    loss = loss + settings.l2_weight * l2
-                    parts["l2"] = float(l2.detach())
-                if noise:
-                    reg = noise_regularization(list(noise.values()))
-                    loss = loss + settings.noise_regularization * reg
-                    parts["noise_reg"] = float(reg.detach())
-                if correction is not None:
-                    loss = loss + settings.camera.prior_weight * correction.prior()
-                check_finite(loss, "projection", step + 1, num_steps, parts)
-
-                grads = torch.autograd.grad(loss, params)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                optimizer.step()
-                with torch.no_grad():
-                    for buf in noise.values():
-                        buf -= buf.mean()
-                        buf *= buf.square().mean().rsqrt()
-                state["step"] = step + 1
-                record = {"step": step + 1, "loss": float(loss.detach()), "lr": lr, **parts}
-                if correction is not None:
-                    record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
-                history.append(record)
-                if callback is not None:
-                    extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
-                    extra["snapshot"] = snapshot
-                    if callback(Progress("project", step + 1, num_steps, float(loss.detach()), parts["lpips"], lr, extra)):
-                        stop_reason = "callback"
-                        break
-        except KeyboardInterrupt:
-            partial = snapshot("interrupted")
-            err = InterruptedRun(f"projection interrupted after {state['step']}/{num_steps} steps; "
-                                 f"the pivot so far is available as the error's .partial")
-            err.partial = partial
-            raise err from None
-        return snapshot(stop_reason)
+                for buf in noise.values():
+                    buf -= buf.mean()
+                    buf *= buf.square().mean().rsqrt()
+            state["step"] = step + 1
+            record = {"step": step + 1, "loss": float(loss.detach()), "lr": lr, **parts}
+            if correction is not None:
+                record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
+            history.append(record)
+            if callback is not None:
+                extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
+                extra["snapshot"] = snapshot
+                if callback(Progress("project", step + 1, num_steps, record["loss"], parts["lpips"], lr, extra)):
+                    stop_reason = "callback"
+                    break
+    except KeyboardInterrupt:
+        partial = snapshot("interrupted")
+        err = InterruptedRun(f"projection interrupted after {state['step']}/{num_steps} steps; "
+                             f"the pivot so far is available as the error's .partial")
+        err.partial = partial
+        raise err from None
+    return snapshot(stop_reason)

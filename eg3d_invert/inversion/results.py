@@ -55,7 +55,8 @@ class Pivot:
             pipeline discards them; :meth:`render` uses them unless ``use_noise=False``.
         settings: the :class:`ProjectionSettings` as a dict.
         history: one dict per step (``loss``, ``lpips``, ``noise_reg``, ``lr``, ...).
-        steps: steps run; ``stop_reason``: ``'completed'``, ``'callback'`` or ``'interrupted'``.
+        steps: steps run; ``stop_reason``: ``'completed'``, ``'callback'``, ``'interrupted'`` (or
+            ``'running'`` for a snapshot taken by a progress callback).
         camera_correction: the learned correction in degrees / world units, if refined.
         source: where the generator came from (checkpoint path), informational.
     """

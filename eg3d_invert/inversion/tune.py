@@ -105,7 +105,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     state = {"step": 0}
     num_steps = settings.num_steps
 
-    def snapshot(reason: str) -> TuningResult:
+    def snapshot(reason: str = "running") -> TuningResult:
         cam = (correction(label) if correction is not None else label).detach().cpu()
         new_pivot = Pivot(ws=pivot.ws, camera=cam, space=pivot.space, camera_estimate=pivot.camera_estimate,
                           noise=pivot.noise, settings=pivot.settings, history=pivot.history, steps=pivot.steps,
@@ -153,8 +153,8 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
             if callback is not None:
                 extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
                 extra["snapshot"] = snapshot
-                if callback(Progress("tune", step + 1, num_steps, float(loss.detach()), float(lp.detach()), settings.learning_rate,
-                                     extra)):
+                lr = settings.learning_rate
+                if callback(Progress("tune", step + 1, num_steps, record["loss"], parts["lpips"], lr, extra)):
                     stop_reason = "callback"
                     break
     except KeyboardInterrupt:
