@@ -112,7 +112,7 @@ def main() -> None:
     args = parser.parse_args()
 
     detector = FaceDetector()
-    landmarker = MeshLandmarker(flip_average=False)  # the mirror pairing is computed below
+    landmarker = MeshLandmarker(flip_average=False, refine_margin=None)  # mirror pairing computed below
     photos = calibration_photos()
     meshes, meshes_full, detections = {}, {}, {}
     for name, photo in photos.items():

@@ -137,7 +137,7 @@ class MeshLandmarker:
         return min(meshes, key=lambda m: np.linalg.norm(m[:468, :2].mean(axis=0) - (n - 1) / 2.0))
 
     def __init__(self, patch_size: int = 256, margins: tuple[float, ...] = (2.0, 3.0, 1.5),
-                 mirror: np.ndarray | None = None, flip_average: bool = True):
+                 mirror: np.ndarray | None = None, flip_average: bool = True, refine_margin: float | None = 1.7):
         if patch_size < 64:
             raise ValueError(f"patch_size must be at least 64, got {patch_size}")
         if not margins or any(m <= 1.0 for m in margins):
@@ -150,14 +150,20 @@ class MeshLandmarker:
         if self.mirror is not None and self.mirror.shape != (MESH_POINTS,):
             raise ValueError(f"mirror must be ({MESH_POINTS},), got {self.mirror.shape}")
         self.flip_average = bool(flip_average)
+        if refine_margin is not None and refine_margin <= 1.0:
+            raise ValueError(f"refine_margin must be > 1 or None, got {refine_margin}")
+        self.refine_margin = refine_margin
         self._mesh, self._lock, self._state = shared_face_mesh()
 
     def __call__(self, image: np.ndarray, box, flip_average: bool | None = None) -> np.ndarray:
         """``(478, 3)`` float64 landmarks in photo pixels (x right, y down, z away), see module doc.
 
-        With ``flip_average`` (default: the landmarker's setting) the mesh is the mean of the
-        meshes of the patch and of its mirror image (mirrored back, points re-paired), so a
-        mirrored photo gives the mirrored mesh and pose, up to the detector's box.
+        Two passes: the first patch is centred on the detector's ``box``; the second is placed
+        by the first mesh itself (centre of its bounding box, side ``refine_margin`` times its
+        larger extent), so the patch no longer depends on the detector's box, which is not
+        mirror-symmetric nor exactly scale-invariant. With ``flip_average`` (default: the
+        landmarker's setting) each pass averages the meshes of the patch and of its mirror
+        image (mirrored back, points re-paired), so a mirrored photo gives the mirrored mesh.
 
         Raises:
             LandmarkError: mediapipe finds no face mesh around the box.
@@ -166,34 +172,47 @@ class MeshLandmarker:
         box = np.asarray(box, dtype=np.float64)
         center = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
         extent = max(box[2] - box[0], box[3] - box[1])
+        mesh = None
         for margin in self.margins:
-            side = margin * extent
-            patch, to_photo = square_patch(image, center, side, self.patch_size)
-            with self._lock:
-                with _quiet_native_stderr(self._state["quiet"]):
-                    result = self._mesh.process(patch)
-                faces = result.multi_face_landmarks or []
-                if faces:  # the notices come with the first mesh found; later calls run unmuted
-                    self._state["quiet"] = False
-            if not faces:
-                continue
-            best = self._central_mesh(faces)
-            if flip_average:
-                with self._lock:
-                    mirrored = self._mesh.process(np.ascontiguousarray(patch[:, ::-1])).multi_face_landmarks
-                if mirrored:
-                    other = self._central_mesh(mirrored)[self.mirror]
-                    other[:, 0] = (self.patch_size - 1) - other[:, 0]
-                    best = (best + other) / 2.0
-            k = to_photo[0, 0]
-            out = np.empty_like(best)
-            out[:, :2] = best[:, :2] * k + to_photo[:, 2]
-            out[:, 2] = best[:, 2] * k
-            return out
-        raise LandmarkError(
-            f"face landmarks could not be located around the face at box "
-            f"({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}); the head may be turned too far "
-            f"or the face too blurred")
+            mesh = self._mesh_in_patch(image, center, margin * extent, flip_average)
+            if mesh is not None:
+                break
+        if mesh is None:
+            raise LandmarkError(
+                f"face landmarks could not be located around the face at box "
+                f"({box[0]:.0f}, {box[1]:.0f}, {box[2]:.0f}, {box[3]:.0f}); the head may be turned too far "
+                f"or the face too blurred")
+        if self.refine_margin:
+            lo, hi = mesh[:468, :2].min(axis=0), mesh[:468, :2].max(axis=0)
+            refined = self._mesh_in_patch(image, (lo + hi) / 2.0, self.refine_margin * (hi - lo).max(),
+                                          flip_average)
+            if refined is not None:
+                mesh = refined
+        return mesh
+
+    def _mesh_in_patch(self, image, center, side, flip_average) -> np.ndarray | None:
+        patch, to_photo = square_patch(image, center, side, self.patch_size)
+        with self._lock:
+            with _quiet_native_stderr(self._state["quiet"]):
+                result = self._mesh.process(patch)
+            faces = result.multi_face_landmarks or []
+            if faces:  # the notices come with the first mesh found; later calls run unmuted
+                self._state["quiet"] = False
+            mirrored = None
+            if faces and flip_average:
+                mirrored = self._mesh.process(np.ascontiguousarray(patch[:, ::-1])).multi_face_landmarks
+        if not faces:
+            return None
+        best = self._central_mesh(faces)
+        if mirrored:
+            other = self._central_mesh(mirrored)[self.mirror]
+            other[:, 0] = (self.patch_size - 1) - other[:, 0]
+            best = (best + other) / 2.0
+        k = to_photo[0, 0]
+        out = np.empty_like(best)
+        out[:, :2] = best[:, :2] * k + to_photo[:, 2]
+        out[:, 2] = best[:, 2] * k
+        return out
 
 
 def default_dlib_model() -> Path | None:
