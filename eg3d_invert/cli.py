@@ -165,6 +165,129 @@ def info_command(
     out_console.print(table)
 
 
+# --- align: photos -> EG3D crops and camera labels (preprocessing) ---------------------------------
+
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+class _PointSource(str, Enum):
+    detector = "detector"
+    mesh = "mesh"
+    dlib = "dlib"
+
+
+class _Padding(str, Enum):
+    black = "black"
+    reflect = "reflect"
+
+
+@app.command("align")
+def align_command(
+    inputs: list[Path] = typer.Argument(..., help="Photos and/or folders (folders are searched recursively)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: NAME.png, NAME.json and dataset.json."),
+    preview: bool = typer.Option(False, "--preview", help="Also write previews/NAME.jpg: the photo with "
+                                                          "landmarks, box and crop square drawn."),
+    face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest, as EG3D)."),
+    all_faces: bool = typer.Option(False, "--all-faces", help="Align every face: NAME_face0.png, NAME_face1.png, ..."),
+    threshold: float = typer.Option(0.9, "--threshold", min=0.0, max=0.999,
+                                    help="Detector confidence a face must exceed."),
+    points: _PointSource = typer.Option(_PointSource.detector, "--points",
+                                        help="5 points that place the crop: MTCNN (official), the mediapipe "
+                                             "mesh, or dlib's 68 points (non-commercial model)."),
+    padding: _Padding = typer.Option(_Padding.black, "--padding", help="Fill outside the photo: black "
+                                                                       "(official) or mirrored photo."),
+    max_megapixels: float = typer.Option(100.0, "--max-megapixels", min=0.0,
+                                         help="Refuse larger photos (decompression-bomb guard); 0 = no limit."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Cut EG3D-aligned 512x512 crops out of portrait photos and estimate their camera labels.
+
+    Exit code 0 only if every photo succeeded, 1 if any failed (the others are still written).
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .preprocessing import Aligner
+    from .preprocessing.batch import collect_photos, iter_align, write_dataset
+
+    if all_faces and face_index:
+        raise fail("--face-index and --all-faces cannot be used together", code=2)
+    photos = collect_photos(inputs, exclude=[out])
+    if not photos:
+        raise fail("no photos found in the given inputs (searched for "
+                   ".jpg .jpeg .png .webp .bmp .tif .tiff)")
+    try:
+        aligner = Aligner(threshold=threshold, five_points=points.value, padding=padding.value,
+                          max_pixels=int(max_megapixels * 1e6) if max_megapixels > 0 else None)
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
+
+    results = []
+    interrupted = False
+    progress = Progress(TextColumn("aligning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=err_console, transient=True)
+    try:
+        with progress:
+            task = progress.add_task("", total=len(photos))
+            for result in iter_align(photos, out, aligner, face_index=face_index, all_faces=all_faces,
+                                     preview=preview):
+                results.append(result)
+                if not result.ok:
+                    progress.console.print(f"[bold red]error:[/] {result.error}", highlight=False, soft_wrap=True)
+                    if debug and result.exception is not None:
+                        import traceback
+
+                        progress.console.print("".join(traceback.format_exception(result.exception)),
+                                               highlight=False, markup=False)
+                progress.update(task, advance=1, description=result.source.name)
+    except KeyboardInterrupt:
+        interrupted = True
+    written = [r for r in results if r.ok]
+    if written:
+        write_dataset(out, results)
+    failed = [r for r in results if not r.ok]
+    if json_output:
+        doc = {"out": str(out), "succeeded": len(written), "failed": len(failed),
+               "photos": [{"source": str(r.source), "ok": r.ok, "error": r.error, "files": r.files,
+                           "faces": [{"file": f, "face_index": face.face_index, "num_faces": face.num_faces,
+                                      "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3),
+                                      "roll": round(face.roll, 3), "score": round(face.score, 6)}
+                                     for f, face in zip(r.files, r.faces)]}
+                          for r in results]}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"eg3d-invert align -> {out}")
+        for col in ("photo", "result", "faces", "yaw", "pitch", "roll", "note"):
+            table.add_column(col, overflow="fold", justify="right" if col in ("faces", "yaw", "pitch", "roll") else "left")
+        for r in results:
+            if not r.ok:
+                table.add_row(str(r.source), "[red]failed[/]", "", "", "", "", r.error)
+                continue
+            for f, face in zip(r.files, r.faces):
+                note = ""
+                if face.num_faces > 1 and not all_faces:
+                    note = f"{face.num_faces} faces; kept #{face.face_index} (by size)"
+                table.add_row(str(r.source), f"[green]{f}[/]", str(face.num_faces), f"{face.yaw:+.1f}",
+                              f"{face.pitch:+.1f}", f"{face.roll:+.1f}", note)
+        out_console.print(table)
+        summary = f"{len(written)} of {len(photos)} photos aligned"
+        if failed:
+            summary += f", {len(failed)} failed"
+        err_console.print(summary + (f"; dataset.json in {out}" if written else ""), highlight=False)
+    if interrupted:
+        err_console.print("interrupted", style="bold red")
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
