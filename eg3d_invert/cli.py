@@ -192,6 +192,9 @@ def align_command(
     all_faces: bool = typer.Option(False, "--all-faces", help="Align every face: NAME_face0.png, NAME_face1.png, ..."),
     threshold: float = typer.Option(0.9, "--threshold", min=0.0, max=0.999,
                                     help="Detector confidence a face must exceed."),
+    min_face_size: float = typer.Option(None, "--min-face-size", min=12,
+                                        help="Smallest face searched for, pixels (default: 10% of the "
+                                             "photo's shorter side; the official pipeline uses 20)."),
     points: _PointSource = typer.Option(_PointSource.detector, "--points",
                                         help="5 points that place the crop: MTCNN (official), the mediapipe "
                                              "mesh, or dlib's 68 points (non-commercial model)."),
@@ -220,7 +223,8 @@ def align_command(
         raise fail("no photos found in the given inputs (searched for "
                    ".jpg .jpeg .png .webp .bmp .tif .tiff)")
     try:
-        aligner = Aligner(threshold=threshold, five_points=points.value, padding=padding.value,
+        aligner = Aligner(threshold=threshold, min_face_size=min_face_size, five_points=points.value,
+                          padding=padding.value,
                           max_pixels=int(max_megapixels * 1e6) if max_megapixels > 0 else None)
     except Eg3dInvertError as exc:
         if debug:

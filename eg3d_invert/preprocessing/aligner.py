@@ -13,7 +13,7 @@ import numpy as np
 from ..camera import label_angles
 from ..errors import FaceIndexError, NoFaceError
 from .crop import CropGeometry, Padding, apply_affine, crop_face
-from .detection import Detection, FaceDetector
+from .detection import Detection, FaceDetector, auto_min_face_size
 from .landmarks import DLIB_FIVE, MESH_FIVE, DlibLandmarker, MeshLandmarker, five_points
 from .pose import FaceTemplate, default_template, fit_mesh_rotation, label_from_rotation, label_roll
 from .reading import DEFAULT_MAX_PIXELS, ImageSource, read_image, source_name
@@ -115,9 +115,9 @@ class Aligner:
     Args:
         threshold: detector confidence a face must exceed (official: 0.9).
         min_face_size: smallest face searched for, pixels; ``None`` (default) skips the MTCNN
-            pyramid levels that can only find faces under 5% of the photo's shorter side, which
-            leaves the detections of bigger faces bit-identical to ``min_face_size=20`` (the
-            official setting, see :class:`FaceDetector`).
+            pyramid levels meant for faces under 10% of the photo's shorter side, which leaves
+            the detections of bigger faces as with the official ``min_face_size=20`` (see
+            :func:`~eg3d_invert.preprocessing.detection.auto_min_face_size`).
         five_points: which 5 points place the crop: ``"detector"`` (MTCNN's, like the official
             pipeline), ``"mesh"`` (from the mediapipe mesh: eye-corner midpoints, nose tip,
             mouth corners) or ``"dlib"`` (dlib's 68 points with Deep3DFaceRecon's 68 -> 5 rule;
@@ -227,9 +227,10 @@ class Aligner:
         faces = self.detect(image)
         if not faces:
             h, w = image.shape[:2]
+            smallest = self.detector.min_face_size or auto_min_face_size(w, h)
             raise NoFaceError(f"{name}: no face found above confidence {self.detector.threshold} in the "
-                              f"{w}x{h} photo (very small, strongly turned or covered faces are missed; "
-                              f"a lower threshold may help)")
+                              f"{w}x{h} photo (faces under {smallest:.0f} px are not searched; strongly "
+                              f"turned or covered faces are missed; a lower threshold or min face size may help)")
         return faces
 
 
