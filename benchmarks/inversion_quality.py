@@ -21,6 +21,7 @@ LPIPS nets here have random backbones, so the 0.06 threshold means nothing):
                   official projection + plain PTI
   cam_refine_tune same perturbed estimate, official projection + PTI with camera refinement
   cam_refine_both same perturbed estimate, camera refinement in projection and tuning
+  proj_l2         official, plus a pixel MSE term (weight 1) in the projection
   fast            the 'fast' presets
   fast_*          candidate schedules explored for the 'fast' preset (see SCENARIOS)
 
@@ -89,6 +90,9 @@ SCENARIOS: dict[str, dict] = {
     "fast_search": dict(proj=ProjectionSettings(num_steps=150, learning_rate=0.03, init="search",
                                                 init_candidates=16),
                         tune=TuningSettings(num_steps=200, learning_rate=6e-4, **NO_STOP)),
+    "fast_l2": dict(proj=ProjectionSettings(num_steps=150, learning_rate=0.03, l2_weight=1.0),
+                    tune=TuningSettings(num_steps=200, learning_rate=6e-4, **NO_STOP)),
+    "proj_l2": dict(proj=ProjectionSettings(l2_weight=1.0), tune=TuningSettings(**NO_STOP)),
 }
 
 
