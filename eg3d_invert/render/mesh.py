@@ -179,25 +179,37 @@ def _cell_min_max(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(lo[:, :, :-1], lo[:, :, 1:]), np.maximum(hi[:, :, :-1], hi[:, :, 1:])
 
 
-def _flag_cells(values: np.ndarray, level: float, live: tuple[int, int], guard: float, margin: int) -> np.ndarray:
-    """Cells of a point lattice worth refining: crossing ``level``, or near it (the guard), dilated.
+def _cell_max(values: np.ndarray) -> np.ndarray:
+    """Max over the 8 corners of every cell of a point lattice."""
+    m = np.maximum(values[:-1], values[1:])
+    m = np.maximum(m[:, :-1], m[:, 1:])
+    return np.maximum(m[:, :, :-1], m[:, :, 1:])
 
-    The guard flags a cell whose nearest corner is within ``guard`` times the local variation
-    (the largest corner spread over the cell and its 26 neighbours) of the level: where the
-    field approaches the level without crossing it at the corners, a bump between the corners
-    may cross it. Trimmed/padding points are replaced by their nearest live point for this
-    test, so the artificial -1000 step does not count as variation.
+
+def _flag_cells(values: np.ndarray, level: float, guard: float, margin: int) -> np.ndarray:
+    """Cells of a point lattice worth refining: those crossing ``level`` (dilated by ``margin``)
+    and, with the guard, those that might cross it between their corners.
+
+    The guard estimates how far the field can stray from the trilinear interpolation of a
+    cell's corners: for a twice-differentiable field the error is at most
+    ``(1/8) sum_axes max |f_aa| s^2``, and ``|f_aa| s^2`` is estimated by the second difference
+    ``|f(i-1) - 2 f(i) + f(i+1)|`` at the cell's corners. A cell whose corners all lie on one side
+    of the level, but closer to it than ``guard`` times that bound, is flagged. On a linear field
+    the bound is zero (nothing is added); near a bump or a ridge that approaches the level it
+    grows.
     """
-    flags = _sign_change_cells(values > level)
-    if guard > 0 and live[1] >= live[0]:
-        a, b = live
-        core = values[a:b + 1, a:b + 1, a:b + 1]
-        ext = np.pad(core, [(a, values.shape[0] - 1 - b)] * 3, mode="edge")
-        lo, hi = _cell_min_max(ext)
-        spread = ndimage.maximum_filter(hi - lo, size=3, mode="nearest")
-        gap = np.maximum(np.maximum(lo - level, level - hi), 0)
-        flags |= gap < guard * spread
-    return _dilate(flags, margin)
+    flags = _dilate(_sign_change_cells(values > level), margin)
+    if guard > 0:
+        bound = np.zeros(tuple(n - 1 for n in values.shape), dtype=np.float32)
+        for axis in range(3):
+            e = np.moveaxis(values, axis, 0)
+            d2 = np.zeros_like(e)
+            d2[1:-1] = np.abs(e[:-2] - 2 * e[1:-1] + e[2:])
+            bound += _cell_max(np.moveaxis(d2, 0, axis))
+        lo, hi = _cell_min_max(values)
+        gap = np.maximum(lo - level, level - hi)  # > 0: all corners on one side
+        flags |= (gap > 0) & (gap < guard * bound / 8)
+    return flags
 
 
 def _cells_to_points(cells: np.ndarray) -> np.ndarray:
@@ -212,6 +224,31 @@ def _cells_to_points(cells: np.ndarray) -> np.ndarray:
         pts[2::2] |= f
         out = np.moveaxis(pts, 0, axis)
     return np.ascontiguousarray(out)
+
+
+def _escaped_cells(fine: np.ndarray, exact: np.ndarray, level: float, candidates: np.ndarray) -> np.ndarray:
+    """Which candidate (un-flagged) coarse cells would contain a crossing fine cell.
+
+    A coarse cell ``(i, j, k)`` covers the fine points ``[2i, 2i+2]^3`` (27 of them). Its
+    non-exact points will be filled with copies of its corners, so its fine cells cross the
+    level iff its corners and its exact points are not all on the same side. Only cells next to
+    flagged ones can have exact non-corner points, so only those are passed as candidates.
+    """
+    idx = np.nonzero(candidates)
+    out = np.zeros_like(candidates)
+    if idx[0].size == 0:
+        return out
+    r = np.arange(3)
+    a = (2 * idx[0])[:, None, None, None] + r[None, :, None, None]
+    b = (2 * idx[1])[:, None, None, None] + r[None, None, :, None]
+    c = (2 * idx[2])[:, None, None, None] + r[None, None, None, :]
+    inside = fine[a, b, c] > level                               # (K, 3, 3, 3)
+    corner = np.zeros((3, 3, 3), dtype=bool)
+    corner[::2, ::2, ::2] = True
+    relevant = exact[a, b, c] | corner
+    mixed = (inside & relevant).any(axis=(1, 2, 3)) & (~inside & relevant).any(axis=(1, 2, 3))
+    out[tuple(i[mixed] for i in idx)] = True
+    return out
 
 
 def _dilate(cells: np.ndarray, margin: int) -> np.ndarray:
@@ -258,43 +295,65 @@ def default_coarse_stride(resolution: int) -> int:
     return max(1, 2 ** int(math.floor(math.log2(max(resolution, 1) / 64)))) if resolution >= 128 else 1
 
 
+def _replicate_outward(V: np.ndarray, lo: int, hi: int) -> None:
+    """In place: every point outside the box ``[lo, hi]^3`` takes the value of the nearest box
+    point (faces extruded outward, then edges and corners), axis by axis."""
+    for axis in range(3):
+        v = np.moveaxis(V, axis, 0)
+        v[:lo] = v[lo]
+        v[hi + 1:] = v[hi]
+
+
+def _set_outside(V: np.ndarray, lo: int, hi: int, value) -> None:
+    """In place: every point outside the box ``[lo, hi]^3`` gets ``value``."""
+    for axis in range(3):
+        v = np.moveaxis(V, axis, 0)
+        v[:lo] = value
+        v[hi + 1:] = value
+
+
 def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_LEVEL, box_warp: float = 1.0, *,
-                   trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 1.0,
+                   trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
                    chunk: int = 1 << 20,
                    progress: Progress | None = None) -> tuple[np.ndarray, int, np.ndarray | None, SparseStats]:
     """Coarse-to-fine density lattice with the same iso-surface as :func:`dense_density`.
 
     Algorithm (octree-style refinement on a dense array):
 
-    1. Only the untrimmed interior is live; the trimmed border is ``-1000`` without evaluation,
-       and the work array is cropped to the interior plus one trimmed layer per face (outside
-       it everything is -1000, so no surface is lost).
+    1. Only the untrimmed interior ("live box") is evaluated. Its six boundary layers are
+       evaluated first, at full resolution, and extruded outward over the trimmed border, so
+       the refinement sees no artificial -1000 step (which would sit between coarse lattice
+       points and hide the caps). The work array is cropped to the live box plus one trimmed
+       layer per face and padded to a multiple of ``S``.
     2. Evaluate the lattice every ``S = coarse_stride`` points.
-    3. For ``s = S, S/2, ..., 2``: flag the stride-``s`` cells whose corners lie on both sides
-       of ``level``, dilate the flags by ``margin`` cells, and evaluate the stride-``s/2``
-       points of flagged cells. Points of un-flagged cells are filled with the value of one of
-       their cell's corners (all on the same side), so they can never create a surface.
-    4. Guard: cells that do not cross the level but come close to it relative to the local
-       variation (see ``guard``) are flagged too, because a bump between their corners may cross.
-    5. Fix-up: if some stride-``s/2`` cell inside an un-flagged stride-``s`` cell now crosses the
-       level (an exactly evaluated point on the flagged region's boundary disagrees with the
-       fill: the surface leaves the band), that cell is flagged (with margin) and step 3 repeats
-       until none does. A surface connected to a detected one is therefore followed wherever it
-       goes, however thin.
+    3. For ``s = S, S/2, ..., 2``: flag the stride-``s`` cells whose corners lie on both sides of
+       ``level``, dilated by ``margin`` cells, plus the cells the guard suspects (below); then
+       evaluate every stride-``s/2`` point of the flagged cells that is not known exactly yet
+       (including their corners if those were fills).
+    4. Fix-up: un-flagged cells next to flagged ones whose corners and exactly known points no
+       longer lie on one side (the surface leaves the band, or a corner changed side when it
+       was evaluated) are flagged (with margin) and step 3 repeats for them, until none is
+       left. A surface connected to a detected one is thus followed wherever it goes, however
+       thin.
+    5. Points of un-flagged cells are filled with a copy of one of their cell's corners (all
+       on one side of the level), so they cannot create a surface.
+    6. The trimmed border is reset to -1000.
 
-    At the finest level every cell that crosses the level has 8 exactly evaluated corners, so
-    marching cubes gives the dense lattice's triangles there and none elsewhere. What it can miss:
-    a surface component that touches no flagged cell, i.e. an isolated speck (or hole) between
-    the corners of a cell whose corners all stay clear of the level by more than ``guard`` times
-    the local corner spread. Measured (benchmarks/mesh.py): ``guard=0`` drops a few such specks
-    on noisy fields (Hausdorff up to tens of voxels, Chamfer ~0.1 voxel), ``guard=1`` reproduced
-    the dense surface exactly on every field tried, at 1.5-4x the evaluations of ``guard=0``.
+    At the finest level every cell that crosses the level has 8 exactly known corners, so
+    marching cubes gives the dense lattice's triangles there, and none elsewhere. What it can
+    miss is a surface component that touches no flagged cell: an isolated speck (or hole)
+    between the corners of a cell whose corners all stay on one side. The guard flags such a
+    cell when its nearest corner is within ``guard`` times the trilinear-interpolation error
+    bound ``(1/8) sum_axes max|second difference|`` of the level (zero on a linear field, large
+    near bumps and ridges). On a smooth field (the ffhq512-128 configuration) nothing is
+    missed even without the guard; on the reference checkpoints' noisy fields (thousands of
+    specks a few voxels wide) ``guard=4`` misses few or none (see benchmarks/mesh.py).
 
     Args:
         density: ``points (M, 3) -> sigma (M,)``, e.g. :func:`plane_density`.
         resolution, level, box_warp, trim: as :func:`dense_density` / :func:`extract_mesh`.
         coarse_stride: ``S``, a power of two (default :func:`default_coarse_stride`).
-        margin: dilation of the flagged cells, in cells of each level.
+        margin: dilation of the crossing cells, in cells of each level.
         guard: the near-level factor (0 disables the guard).
         chunk: points per density call.
 
@@ -312,69 +371,81 @@ def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_L
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     pad = trim_width(N) if trim else 0
-    # Work array: interior [pad, N-1-pad] plus one trimmed layer per face when trimming.
+    # Work array: live box [pad, N-1-pad] plus one trimmed layer per face when trimming.
     offset = pad - 1 if pad > 0 else 0
     n = N - 2 * offset
-    live_lo, live_hi = (1, n - 2) if pad > 0 else (0, n - 1)
+    lo, hi = (1, n - 2) if pad > 0 else (0, n - 1)     # the live box in work coordinates
     stats = SparseStats(N, S, margin, guard, dense_points=N ** 3)
-    if live_hi < live_lo:
+    if hi < lo:
         return np.full((N, N, N), TRIM_VALUE, np.float32), 0, None, stats
-    m = -(-(n - 1) // S) * S + 1                # lattice size, a multiple of S plus one
-    live_1d = np.zeros(m, dtype=bool)
-    live_1d[live_lo:live_hi + 1] = True
-    V = np.full((m, m, m), TRIM_VALUE, dtype=np.float32)  # beyond the interior: trimmed / padding
+    m = -(-(n - 1) // S) * S + 1                        # lattice size, a multiple of S plus one
+    V = np.full((m, m, m), TRIM_VALUE, dtype=np.float32)
+    # exact: the value is known exactly (evaluated, or outside the live box, where it is the
+    # extrusion of the exactly evaluated boundary layers during the refinement); otherwise it
+    # is a fill copied from a cell corner.
+    exact = np.ones((m, m, m), dtype=bool)
+    exact[lo:hi + 1, lo:hi + 1, lo:hi + 1] = False
 
-    def live(stride: int) -> np.ndarray:
-        l1 = live_1d[::stride]
-        return l1[:, None, None] & l1[None, :, None] & l1[None, None, :]
-
-    def evaluate(view: np.ndarray, mask: np.ndarray, stride: int) -> int:
+    def evaluate(view: np.ndarray, exact_view: np.ndarray, mask: np.ndarray, stride: int) -> int:
         idx = np.nonzero(mask)
         if idx[0].size:
             view[mask] = _evaluate(density, tuple(a * stride for a in idx), offset, N, box_warp, chunk)
+            exact_view[mask] = True
         return int(idx[0].size)
 
+    # 1. The live box's boundary layers, then extruded outward.
+    shell = np.zeros((m, m, m), dtype=bool)
+    for axis in range(3):
+        sh = np.moveaxis(shell, axis, 0)
+        sh[lo] = True
+        sh[hi] = True
+    shell &= ~exact
+    boundary = evaluate(V, exact, shell, 1)
+    del shell
+    _replicate_outward(V, lo, hi)
+    # 2. The coarse lattice.
     n_steps = int(math.log2(S)) + 1
-    coarse_view = V[::S, ::S, ::S]
-    stats.evaluated_points += evaluate(coarse_view, live(S), S)
-    stats.levels.append({"stride": S, "new_points": stats.evaluated_points})
+    first = evaluate(V[::S, ::S, ::S], exact[::S, ::S, ::S], ~exact[::S, ::S, ::S], S)
+    stats.evaluated_points += boundary + first
+    stats.levels.append({"stride": S, "new_points": first, "boundary_points": boundary})
     if progress is not None:
         progress(1, n_steps)
     march_mask = None
     s = S
     while s > 1:
         h = s // 2
-        coarse, fine = V[::s, ::s, ::s], V[::h, ::h, ::h]
-        # Live lattice range at stride s (inclusive), for the guard's edge replication.
-        live_s = (-(-live_lo // s), live_hi // s)
-        flags = _flag_cells(coarse, level, live_s, guard, margin)
-        live_h = live(h)
-        on_coarse = np.zeros(fine.shape, dtype=bool)
-        on_coarse[::2, ::2, ::2] = True
-        done = on_coarse.copy()
-        new_total, rounds = 0, 0
-        while True:
+        coarse, fine, exact_h = V[::s, ::s, ::s], V[::h, ::h, ::h], exact[::h, ::h, ::h]
+        flags = _flag_cells(coarse, level, guard, margin)
+        points = np.zeros(fine.shape, dtype=bool)
+        pending, new_total, rounds = flags, 0, 0
+        while pending.any():
             rounds += 1
-            points = _cells_to_points(flags)
-            new = points & ~done & live_h
-            new_total += evaluate(fine, new, h)
-            done |= new
-            _fill_nearest_corner(fine, coarse, ~points & ~on_coarse & live_h)
-            crossing = _sign_change_cells(fine > level)
-            L = flags.shape[0]
-            parents = crossing.reshape(L, 2, L, 2, L, 2).any(axis=(1, 3, 5))
-            escaped = parents & ~flags
-            if not escaped.any():
-                break
-            flags |= _dilate(escaped, margin)
+            p = _cells_to_points(pending)
+            points |= p
+            new_total += evaluate(fine, exact_h, p & ~exact_h, h)  # incl. corners that were fills
+            escaped = _escaped_cells(fine, exact_h, level, _dilate(pending, 1) & ~flags)
+            pending = _dilate(escaped, margin) & ~flags
+            flags |= pending
+        _fill_nearest_corner(fine, coarse, ~exact_h)
         stats.evaluated_points += new_total
         stats.levels.append({"stride": h, "flagged_cells": int(flags.sum()), "new_points": new_total,
                              "rounds": rounds})
         if h == 1:
-            march_mask = points[:n, :n, :n]
+            march_mask = points
         s = h
         if progress is not None:
             progress(n_steps - int(math.log2(s)), n_steps)
+    # 6. Back to the official trimmed values; the caps between the boundary layers and the
+    # trimmed border have exact corners on both sides, so they are marched too.
+    _set_outside(V, lo, hi, TRIM_VALUE)
+    if march_mask is not None:
+        band = np.zeros_like(march_mask)
+        for axis in range(3):
+            b = np.moveaxis(band, axis, 0)
+            b[max(lo - 1, 0):lo + 1] = True
+            b[hi:hi + 2] = True
+        march_mask |= band
+        march_mask = march_mask[:n, :n, :n]
     return np.ascontiguousarray(V[:n, :n, :n]), offset, march_mask, stats
 
 
@@ -450,7 +521,7 @@ def vertex_colors(scene: Scene, vertices: np.ndarray, normals: np.ndarray, *, mo
 
 
 def extract_mesh(scene: Scene, resolution: int = 256, level: float = DEFAULT_LEVEL, *, method: str = "sparse",
-                 trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 1.0,
+                 trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
                  colors: str | None = "inside",
                  color_offset: float | None = None, chunk: int = 1 << 20,
                  progress: Progress | None = None) -> trimesh.Trimesh:
@@ -464,7 +535,7 @@ def extract_mesh(scene: Scene, resolution: int = 256, level: float = DEFAULT_LEV
             lattice point, the reference).
         trim: trim the border like the official script.
         coarse_stride, margin, guard: coarse-to-fine settings (:func:`sparse_density`; defaults:
-            a ~64^3 coarse lattice, margin 1 cell, guard 1).
+            a ~64^3 coarse lattice, margin 1 cell, guard 4).
         colors: ``'inside'``, ``'surface'``, ``'ray'`` (see :func:`vertex_colors`) or None.
         color_offset: the colour query offset in world units (default one texel, box/256).
         progress: ``progress(done, total)`` over the refinement levels plus colouring.
