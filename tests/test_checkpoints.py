@@ -304,3 +304,24 @@ def test_info_describes_a_checkpoint():
     assert info["parameters"] == 2_118_560
     assert info["rendering"]["depth_resolution"] == 8
     assert len(info["sha256"]) == 64
+
+
+def test_4x_without_resize_reproduces_the_official_raw_side_effect_and_keeps_gradients():
+    """Official 2X/4X add their first ToRGB in place into image_raw when nothing is resized."""
+    kw = json.loads(json.dumps(FFHQ512_128_INIT_KWARGS))
+    kw.update(img_resolution=256, channel_base=256, channel_max=8)
+    kw["rendering_kwargs"].update(superresolution_module="training.superresolution.SuperresolutionHybrid4X",
+                                  depth_resolution=4, depth_resolution_importance=4)
+    torch.manual_seed(0)
+    G = TriPlaneGenerator(**kw).eval()
+    G.neural_rendering_resolution = 128
+    ws = G.mapping(torch.randn(1, 512), torch.zeros(1, 25)).detach().requires_grad_()
+    from eg3d_invert.camera import Camera
+    c = Camera.from_angles(10.0, 0.0).label
+    clean = G.synthesis(ws, c, deterministic=True, run_superresolution=False)["image_raw"]
+    official = G.synthesis(ws, c, deterministic=True)
+    assert (official["image_raw"] - clean).abs().max() > 1e-3
+    official["image"].sum().backward()  # the official code fails here on CPU; we do not
+    assert torch.isfinite(ws.grad).all()
+    G.official_aliased_raw = False
+    torch.testing.assert_close(G.synthesis(ws, c, deterministic=True)["image_raw"], clean)

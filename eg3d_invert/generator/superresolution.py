@@ -61,13 +61,25 @@ class _HybridSuperresolution(nn.Module):
         return F.interpolate(t, size=(self.input_resolution, self.input_resolution), mode="bilinear",
                              align_corners=False, antialias=self.sr_antialias)
 
-    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, **block_kwargs) -> torch.Tensor:
-        """``rgb (N,3,r,r)``, features ``x (N,32,r,r)``, ``ws (N,*,512)`` -> image ``(N,3,R,R)``."""
+    def forward(self, rgb: torch.Tensor, x: torch.Tensor, ws: torch.Tensor, return_aliased_raw: bool = False,
+                **block_kwargs):
+        """``rgb (N,3,r,r)``, features ``x (N,32,r,r)``, ``ws (N,*,512)`` -> image ``(N,3,R,R)``.
+
+        Official quirk: when the input is not resized and the first block does not upsample
+        (2X at 64, 4X at 128), the official block adds its ToRGB output *in place* into ``rgb``,
+        which is a view of the raw render, so the official ``image_raw`` comes back altered (and
+        backward through it fails). Here the addition happens on a copy; with
+        ``return_aliased_raw=True`` the value the official code returns as ``image_raw`` is
+        returned too (``None`` when no aliasing happens), so callers can reproduce it.
+        """
         ws = ws[:, -1:, :].repeat(1, 3, 1)
-        x, rgb = self._resize(x), self._resize(rgb)
+        resized = self._resize(rgb)
+        aliased = resized is rgb and self.block0.up == 1
+        x, rgb = self._resize(x), resized.clone() if resized is rgb else resized
         x, rgb = self.block0(x, rgb, ws, **block_kwargs)
+        raw_after_block0 = rgb.clone() if aliased and return_aliased_raw else None
         x, rgb = self.block1(x, rgb, ws, **block_kwargs)
-        return rgb
+        return (rgb, raw_after_block0) if return_aliased_raw else rgb
 
 
 class SuperresolutionHybrid2X(_HybridSuperresolution):

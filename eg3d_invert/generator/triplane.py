@@ -200,6 +200,10 @@ class TriPlaneGenerator(nn.Module):
                                                    "decoder_output_dim": PLANE_CHANNELS})
         self.neural_rendering_resolution = 64
         self.rendering_kwargs = rendering_kwargs
+        #: True (default): with a 2X/4X super-resolution that gets no resize, ``image_raw`` is
+        #: what the official code returns (the raw render plus the first SR block's RGB, an
+        #: in-place side effect there). False: always the composited raw render.
+        self.official_aliased_raw = True
 
     # --- construction helpers ------------------------------------------------------------------
 
@@ -289,8 +293,13 @@ class TriPlaneGenerator(nn.Module):
             return out
         sr_noise = self.rendering_kwargs.get("superresolution_noise_mode", "none")
         ws_sr = ws.expand(bsz, -1, -1) if ws.shape[0] == 1 and bsz > 1 else ws
-        out["image"] = self.superresolution(rgb_image, feature_image, ws_sr, noise_mode=sr_noise,
-                                            force_fp32=force_fp32, generator=generator)
+        out["image"], aliased_raw = self.superresolution(rgb_image, feature_image, ws_sr, noise_mode=sr_noise,
+                                                         force_fp32=force_fp32, generator=generator,
+                                                         return_aliased_raw=True)
+        if aliased_raw is not None and self.official_aliased_raw:
+            # Reproduce the official outputs of 2X/4X without resize (see the SR module's note).
+            out["image_raw"] = aliased_raw
+            out["feature_image"] = torch.cat([aliased_raw, feature_image[:, 3:]], 1)
         return out
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None,
