@@ -1,1 +1,26 @@
+"""eg3d-invert: one portrait photo to a 3D head with NVIDIA's EG3D.
+
+``from eg3d_invert import Inverter, InversionResult`` is the API for apps (see
+:mod:`eg3d_invert.api`). They are imported on first access so that ``import eg3d_invert`` (and
+``eg3d-invert --version``) stay cheap: torch, the face models and the renderer load only when used.
+"""
+
 __version__ = "0.1.0"
+
+_LAZY = {"Inverter": "api", "InversionResult": "api"}
+
+__all__ = ["Inverter", "InversionResult", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -13,12 +13,28 @@ from __future__ import annotations
 import sys
 
 import typer
+import typer.core
 from rich.console import Console
 
 from .errors import Eg3dInvertError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Turn one portrait photo into a 3D head with EG3D.")
+class _DefaultCommandGroup(typer.core.TyperGroup):
+    """Runs ``invert`` when the first argument is neither a command nor a root option, so that
+    ``eg3d-invert photo.jpg --out views/`` works without naming the command (``eg3d-invert
+    invert photo.jpg ...`` works too; a photo named like a command needs the explicit form)."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in _ROOT_OPTIONS and "invert" in self.commands:
+            args = ["invert", *args]
+        return super().parse_args(ctx, args)
+
+
+_ROOT_OPTIONS = ("--help", "--version")
+
+app = typer.Typer(cls=_DefaultCommandGroup, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="Turn one portrait photo into a 3D head with EG3D.\n\n"
+                       "Run `eg3d-invert PHOTO_OR_FOLDER... --out DIR` (the invert command) or a command below.")
 err_console = Console(stderr=True)
 out_console = Console()
 
@@ -290,6 +306,339 @@ def align_command(
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+# --- invert: the main command (photos -> 3D heads) and render (re-render saved results) -------------
+
+
+class _Projector(str, Enum):
+    w = "w"
+    w_plus = "w+"
+
+
+_DEFAULT_VIEWS = "-30,-15,0,15,30"
+_RENDER_STAGES = ("views", "depth", "video", "mesh")
+
+
+class _Display:
+    """Progress on stderr: one bar for the batch, one for the current stage (with its loss).
+
+    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`.
+    """
+
+    def __init__(self, label: str, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.fields[stage]:>9}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console,
+                                 transient=True, disable=quiet)
+        self.batch = self.progress.add_task("", total=None, stage=label, info="")
+        self.stage = self.progress.add_task("", total=None, stage="", info="", visible=False)
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
+        if stage == "photo":
+            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name)
+            self.progress.update(self.stage, visible=False, completed=0, total=None, info="")
+        else:
+            self.progress.update(self.stage, completed=done, total=total, stage=stage, info=info, visible=True)
+
+    def error(self, message: str, exception: BaseException | None, debug: bool) -> None:
+        self.progress.console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        if debug and exception is not None:
+            import traceback
+
+            self.progress.console.print("".join(traceback.format_exception(exception)), highlight=False,
+                                        markup=False)
+
+
+def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
+                    mesh_level: float):
+    """Command-line render options -> :class:`RenderOptions`; a bad value is a usage error (exit 2)."""
+    from .errors import ConfigError
+    from .outputs import RenderOptions, parse_views
+
+    try:
+        yaws, pitches = parse_views(views)
+        formats = () if mesh.strip().lower() in ("none", "") else tuple(f.strip() for f in mesh.split(","))
+        return RenderOptions(yaws=yaws, pitches=pitches, depth=depth, video=video, frames=frames, fps=fps,
+                             mesh_formats=formats, mesh_resolution=mesh_res, mesh_level=mesh_level)
+    except ConfigError as exc:
+        raise fail(str(exc), code=2) from None
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    if out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; give a folder", code=2)
+    if any(p.exists() and p.is_file() and p.resolve() == out.resolve() for p in inputs):
+        raise fail(f"--out {out} is one of the input photos", code=2)
+
+
+def _without_prefix(message: str, source: Path) -> str:
+    """An error without the ``SOURCE: `` it starts with (the table's first column shows the photo)."""
+    prefix = f"{source}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def _outcome_table(title: str, outcomes) -> "object":
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, just in (("photo", "left"), ("result", "left"), ("yaw", "right"), ("pitch", "right"),
+                      ("LPIPS", "right"), ("PSNR", "right"), ("time", "right"), ("folder or error", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for o in outcomes:
+        rep = o.report or {}
+        cam, met = rep.get("camera") or {}, rep.get("metrics") or {}
+        status = {"ok": f"[green]{o.action}[/]", "skipped": "[cyan]skipped[/]"}.get(o.status, "[red]failed[/]")
+        num = lambda v, fmt: "" if not isinstance(v, (int, float)) else format(v, fmt)  # noqa: E731
+        table.add_row(o.source.name, status, num(cam.get("yaw_deg"), "+.1f"), num(cam.get("pitch_deg"), "+.1f"),
+                      num(met.get("lpips"), ".4f"), num(met.get("psnr_db"), ".2f"),
+                      f"{o.seconds:.1f}s", o.directory.name if o.ok else _without_prefix(o.error or "", o.source))
+    return table
+
+
+def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: bool, json_output: bool, quiet: bool,
+                  doc: dict, table_title: str) -> None:
+    """Print the table or JSON, the one-line summary, and exit with the documented code."""
+    import json
+
+    if json_output:
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    elif not quiet:
+        out_console.print(_outcome_table(table_title, outcomes))
+    failed = [o for o in outcomes if not o.ok]
+    if not quiet or failed or interrupted:
+        done = len(outcomes) - len(failed)
+        parts = [f"{a} {sum(o.action == a for o in outcomes)}" for a in ("inverted", "rendered", "skipped")
+                 if any(o.action == a for o in outcomes)]
+        line = f"{done} of {len(outcomes) + len(pending)} {kind} done" + (f" ({', '.join(parts)})" if parts else "")
+        if failed:
+            line += f", {len(failed)} failed"
+        if out is not None:
+            line += f"; summary: {out / 'summary.json'}"
+        err_console.print(line, highlight=False, soft_wrap=True)
+    if interrupted:
+        err_console.print(f"interrupted; {len(pending)} not processed (run again with --resume to continue)",
+                          style="bold red", highlight=False)
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("invert")
+def invert_command(
+    inputs: list[Path] = typer.Argument(..., metavar="PHOTO_OR_FOLDER...",
+                                        help="Portrait photos and/or folders (searched recursively; .jpg .jpeg "
+                                             ".png .webp .bmp .tif .tiff in any letter case)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one subfolder per photo, and summary.json."),
+    network: str = typer.Option("ffhq512-128", "--network", "-n",
+                                help="Checkpoint: a registry name (see `eg3d-invert models`; downloaded on first "
+                                     "use) or a .pkl/.safetensors file."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, ..."),
+    preset: str = typer.Option("official", "--preset",
+                               help="Optimisation schedule: official (EG3D-projector 500 W steps + PTI 350 steps)."),
+    projector: _Projector = typer.Option(None, "--projector",
+                                         help="Latent space: w (official; better novel views) or w+ (closer to the "
+                                              "photo, weaker 3D). Default: the preset's (w)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Projection steps (default: the preset's, 500)."),
+    pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, 350)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random draw (same seed, same result)."),
+    face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
+    refine_camera: bool = typer.Option(False, "--refine-camera", help="Also refine the estimated camera pose."),
+    views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
+                              help="Novel views in degrees (yaw + toward the subject's left, pitch + from above), "
+                                   "e.g. --views=-30,0,30:10; 'none' for no views."),
+    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views (PNG + raw .npy)."),
+    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video orbit.mp4."),
+    frames: int = typer.Option(120, "--frames", min=1, help="Video frames (one orbit)."),
+    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none",
+                             help="Mesh format(s), comma-separated, or none."),
+    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level of the mesh (official 10)."),
+    resume: bool = typer.Option(True, "--resume/--overwrite",
+                                help="Skip photos whose outputs are complete for the same settings and only "
+                                     "re-render those whose inversion is (default), or redo everything."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Invert portrait photos into 3D heads: align, project, tune, then render views, depth, video, mesh.
+
+    Writes OUT/NAME/ per photo (aligned.png, camera.json, reconstruction.png, views/, views.png,
+    depth/, orbit.mp4, mesh.*, pivot.pt, tuned.safetensors, report.json) and OUT/summary.json.
+    Exit codes: 0 all photos done, 1 some failed, 2 usage error, 130 interrupted.
+    """
+    import time
+
+    from . import pretrained
+    from .api import Inverter
+    from .batch import collect_inputs, run_batch, summary, write_summary
+    from .errors import ConfigError, InterruptedRun, UnknownModelError
+
+    options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
+    _check_out(out, inputs)
+    if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
+            and pretrained.registry.find_model(network) is None:
+        names = ", ".join(m.name for m in pretrained.list_models())
+        raise fail(f"--network {network}: no such file and not a known checkpoint name (known: {names})", code=2)
+    photos = collect_inputs(inputs, out)
+    if not photos:
+        from .batch import IMAGE_SUFFIXES
+
+        raise fail(f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)",
+                   code=2)
+    try:
+        inverter = Inverter.from_pretrained(network, device, preset=preset,
+                                            projector=projector.value if projector is not None else None,
+                                            steps=steps, pti_steps=pti_steps, seed=seed,
+                                            camera_refinement=refine_camera)
+    except (ConfigError, UnknownModelError) as exc:
+        if debug:
+            raise
+        raise fail(str(exc), code=2) from None
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
+
+    settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
+    outcomes, interrupted = [], False
+    t0 = time.perf_counter()
+    try:
+        with _Display("photos", quiet) as display:
+            for outcome in run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
+                                     progress=display):
+                outcomes.append(outcome)
+                if not outcome.ok:
+                    display.error(outcome.error, outcome.exception, debug)
+    except (KeyboardInterrupt, InterruptedRun):
+        interrupted = True
+    pending = photos[len(outcomes):]
+    doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
+                  seconds=time.perf_counter() - t0)
+    write_summary(out, doc)
+    _finish_batch("photos", out, outcomes, pending, interrupted, json_output, quiet, doc, f"eg3d-invert -> {out}")
+
+
+def _result_dirs(paths: list[Path]) -> list[Path]:
+    """Result folders among ``paths``: each one itself if it holds report.json, else its
+    subfolders that do (a batch output folder)."""
+    from .api import REPORT_JSON
+
+    found = []
+    for p in paths:
+        if (p / REPORT_JSON).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(d for d in p.iterdir() if d.is_dir() and (d / REPORT_JSON).is_file())
+    return found
+
+
+@app.command("render")
+def render_command(
+    results: list[Path] = typer.Argument(..., metavar="DIR...",
+                                         help="Result folders (OUT/NAME) or batch output folders (OUT)."),
+    out: Path = typer.Option(None, "--out", "-o",
+                             help="Write complete result folders to OUT/NAME/ instead of updating DIR in place."),
+    base: str = typer.Option(None, "--base", help="Base checkpoint of tuned.safetensors if it is no longer where "
+                                                 "report.json says (path or registry name)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, auto, ..."),
+    views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
+                              help="Novel views in degrees, e.g. --views=-30,0,30:10; 'none' for none."),
+    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views."),
+    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video."),
+    frames: int = typer.Option(120, "--frames", min=1, help="Video frames."),
+    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none", help="Mesh format(s) or none."),
+    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level (official 10)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    """Re-render views, depth, video and mesh of saved results, without inverting again.
+
+    Same options, same images as the run that made them. Exit codes as for invert.
+    """
+    import time
+
+    from .api import TUNED_SAFETENSORS, InversionResult, load_base_generator
+    from .batch import PhotoOutcome, summary, write_summary
+    from .errors import InterruptedRun
+    from .outputs import finish_report, mark_renders_pending, read_report, write_renders
+    from .pretrained import native
+
+    options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
+    dirs = _result_dirs(results)
+    if not dirs:
+        raise fail("no saved results found (folders holding report.json)", code=2)
+    if out is not None:
+        _check_out(out, [])
+    bases: dict[str, object] = {}
+    outcomes, used, interrupted = [], set(), False
+    t0 = time.perf_counter()
+    try:
+        with _Display("results", quiet) as display:
+            for i, d in enumerate(dirs):
+                display("photo", i, len(dirs), str(d))
+                name, k = d.name, 1
+                while out is not None and name.lower() in used:
+                    k += 1
+                    name = f"{d.name}_{k}"
+                used.add(name.lower())
+                target = d if out is None else out / name
+                outcome = PhotoOutcome(d, name, target)
+                start, stage = time.perf_counter(), "load"
+                try:
+                    display("load", 0, 1)
+                    key = ((native.read_header(d / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
+                    if key not in bases:
+                        bases[key] = load_base_generator(d / TUNED_SAFETENSORS, base, device)
+                    result = InversionResult.load(d, base=bases[key])
+                    display("load", 1, 1)
+                    if target.resolve() != d.resolve():
+                        stage = "save"
+                        (target / "report.json").unlink(missing_ok=True)
+                        result.save(target)
+                    mark_renders_pending(target)
+
+                    def prog(s, done, total):
+                        nonlocal stage
+                        stage = s
+                        display(s, done, total)
+
+                    files, timings = write_renders(result, target, options, progress=prog)
+                    outcome.report = finish_report(target, options, files, timings)
+                    outcome.status, outcome.action = "ok", "rendered"
+                except (KeyboardInterrupt, InterruptedRun):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the others
+                    detail = str(exc) if isinstance(exc, Eg3dInvertError) else f"internal error: {type(exc).__name__}: {exc}"
+                    outcome.error = f"{d}: {stage}: {' '.join(detail.split())}"
+                    outcome.exception, outcome.stage = exc, stage
+                    display.error(outcome.error, exc, debug)
+                outcome.seconds = time.perf_counter() - start
+                if outcome.ok and outcome.report is None:
+                    outcome.report = read_report(target)
+                outcomes.append(outcome)
+                display("photo", i + 1, len(dirs), str(d))
+    except (KeyboardInterrupt, InterruptedRun):
+        interrupted = True
+    pending = dirs[len(outcomes):]
+    doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
+                  settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)
+    if out is not None:
+        write_summary(out, doc)
+    _finish_batch("results", out, outcomes, pending, interrupted, json_output, quiet, doc,
+                  f"eg3d-invert render -> {out or 'in place'}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,274 @@
+"""Many photos into one output folder: the engine of ``eg3d-invert PHOTO_OR_FOLDER... --out DIR``.
+
+Each photo gets its own folder ``DIR/NAME/`` (see :mod:`eg3d_invert.outputs`); ``NAME`` is the
+photo's stem, made unique with ``_2``, ``_3``, ... when two photos share one or when the folder
+already holds another photo's result, so no result ever overwrites another. A photo that fails
+(unreadable, no face, a diverging optimisation, an empty mesh) is recorded and the batch goes on.
+With ``resume=True`` a photo whose folder is complete for the same photo bytes, checkpoint and
+settings is skipped; one whose inversion is complete but whose renders are not is only
+re-rendered from the saved result.
+
+Nothing is written outside ``DIR``, no input photo is ever overwritten, and a folder of ``DIR``
+that holds input photos is never used as a result folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ._io import write_json_atomic
+from .api import CAMERA_JSON, REPORT_JSON, InversionResult, Inverter, package_versions
+from .errors import Eg3dInvertError, InterruptedRun
+from .inversion import Progress
+from .outputs import (RenderOptions, finish_report, folder_status, inversion_key, mark_renders_pending, read_report,
+                      write_renders)
+from .preprocessing.batch import IMAGE_SUFFIXES, collect_photos
+
+SUMMARY_JSON = "summary.json"
+
+#: ``progress(stage, done, total, info)``. Stages: ``photo`` (``done`` photos of ``total``, info =
+#: the photo's name), then per photo ``align``, ``project``, ``tune`` (info: current loss),
+#: ``finalize``, ``load`` (resuming from a saved inversion), ``views``, ``depth``, ``video``, ``mesh``.
+BatchProgress = Callable[[str, int, "int | None", str], None]
+
+
+@dataclass
+class PhotoOutcome:
+    """What happened to one input photo.
+
+    Attributes:
+        source: the input path as given (or found in a folder).
+        name: its result folder's name; ``directory`` the folder.
+        status: ``'ok'`` (inverted and/or rendered now), ``'skipped'`` (complete from an earlier
+            run) or ``'failed'``.
+        action: ``'inverted'``, ``'rendered'`` (from a saved inversion) or ``'skipped'``; None
+            if it failed.
+        stage: the stage that failed.
+        error: one-line message of the failure; ``exception`` the exception itself.
+        report: the folder's final ``report.json`` (metrics, timings, camera), if it has one.
+        seconds: wall time spent on this photo in this run.
+    """
+
+    source: Path
+    name: str
+    directory: Path
+    status: str = "failed"
+    action: str | None = None
+    stage: str | None = None
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+    report: dict[str, Any] | None = field(default=None, repr=False)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "skipped")
+
+    def to_dict(self) -> dict[str, Any]:
+        rep = self.report or {}
+        return {"source": str(self.source), "name": self.name,
+                "directory": str(self.directory) if self.directory.is_dir() else None,
+                "status": self.status, "action": self.action, "stage": self.stage, "error": self.error,
+                "camera": rep.get("camera"), "metrics": rep.get("metrics"), "timings": rep.get("timings"),
+                "seconds": round(self.seconds, 3)}
+
+
+# --- inputs and names ---------------------------------------------------------------------------
+
+
+def _is_result_folder(path: Path) -> bool:
+    return path.is_dir() and ((path / REPORT_JSON).is_file() or (path / CAMERA_JSON).is_file())
+
+
+def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) -> list[Path]:
+    """Photos to invert: files as given, folders recursed (suffixes matched case-insensitively,
+    see :data:`~eg3d_invert.preprocessing.batch.IMAGE_SUFFIXES`), without our own outputs.
+
+    The output folder is not searched, unless it is itself one of the input folders; then only
+    its result folders (those holding ``report.json`` or ``camera.json``) are left out.
+    """
+    inputs = [Path(p) for p in inputs]
+    out = Path(out)
+    input_dirs = {p.resolve() for p in inputs if p.is_dir()}
+    exclude: list[Path] = [] if out.resolve() in input_dirs else [out]
+    if out.is_dir():
+        exclude += [d for d in out.iterdir() if _is_result_folder(d)]
+    return collect_photos(inputs, exclude=exclude)
+
+
+def _owner(directory: Path) -> str | None:
+    """The resolved path of the photo whose result ``directory`` holds (None: unknown or free)."""
+    report = read_report(directory)
+    if report is not None:
+        path = (report.get("photo") or {}).get("path")
+        if path:
+            return str(path)
+    return None
+
+
+def plan_names(photos: Sequence[Path], out: os.PathLike | str) -> list[str]:
+    """A result folder name per photo: its stem, else ``stem_2``, ``stem_3``, ...
+
+    A name is taken only if no earlier photo of this batch has it (case-insensitively, for
+    case-insensitive file systems), its folder does not hold another photo's complete or partial
+    result (known from its report), it is not a file, and it holds no input photo.
+    """
+    out = Path(out)
+    inputs = [p.resolve() for p in photos]
+    used: set[str] = set()
+    names = []
+    for photo, resolved in zip(photos, inputs):
+        stem = photo.stem or "photo"
+        k = 1
+        while True:
+            name = stem if k == 1 else f"{stem}_{k}"
+            k += 1
+            if name.lower() in used:
+                continue
+            target = out / name
+            if target.exists() and not target.is_dir():
+                continue
+            if target.is_dir():
+                owner = _owner(target)
+                if owner is not None and owner != str(resolved):
+                    continue
+                t = target.resolve()
+                if any(t == p or t in p.parents for p in inputs):
+                    continue
+            break
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+# --- one photo ------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _photo_key(inverter: Inverter, photo: Path, face_index: int) -> dict[str, Any] | None:
+    from .pretrained import file_sha256
+
+    if not photo.is_file():
+        return None
+    return inversion_key(inverter.config, face_index, file_sha256(photo))
+
+
+def _loss_info(p: Progress) -> str:
+    if p.step == 0 or not math.isfinite(p.loss):
+        return ""
+    return f"loss {p.loss:.4g}  lpips {p.lpips:.4f}"
+
+
+def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: RenderOptions, *, face_index: int = 0,
+                 resume: bool = True, progress: BatchProgress | None = None) -> PhotoOutcome:
+    """Invert (or resume) one photo into ``directory`` and render its outputs.
+
+    Expected errors become a failed :class:`PhotoOutcome`; so do unexpected ones (as "internal
+    error"), so that one photo never stops a batch. ``KeyboardInterrupt`` and
+    :class:`~eg3d_invert.errors.InterruptedRun` propagate: the caller decides to stop.
+    """
+    outcome = PhotoOutcome(Path(photo), directory.name, directory)
+    t_start = time.perf_counter()
+    stage = {"name": "align"}
+
+    def report_progress(name: str, done: int, total: int | None, info: str = "") -> None:
+        stage["name"] = name
+        if progress is not None:
+            progress(name, done, total, info)
+
+    def on_inversion(p: Progress) -> None:
+        report_progress(p.stage, p.step, p.total, _loss_info(p))
+
+    try:
+        key = _photo_key(inverter, photo, face_index)
+        status = folder_status(directory, key, options) if (resume and key is not None) else "stale"
+        if status == "complete":
+            outcome.status, outcome.action, outcome.report = "skipped", "skipped", read_report(directory)
+            return outcome
+        if status == "inverted":
+            report_progress("load", 0, 1)
+            mark_renders_pending(directory)
+            result = InversionResult.load(directory, base=inverter.generator, device=inverter.device)
+            report_progress("load", 1, 1)
+            outcome.action = "rendered"
+        else:
+            result = inverter.invert(photo, face_index=face_index, callback=on_inversion, name=str(photo))
+            old_report = read_report(directory) or {}
+            previous = set(old_report.get("files") or {}) | set(old_report.get("previous_files") or [])
+            (directory / REPORT_JSON).unlink(missing_ok=True)  # from here the folder reads as unfinished
+            result.save(directory)
+            mark_renders_pending(directory, previous=previous)
+            outcome.action = "inverted"
+        files, timings = write_renders(result, directory, options,
+                                       progress=lambda name, done, total: report_progress(name, done, total))
+        outcome.report = finish_report(directory, options, files, timings)
+        outcome.status = "ok"
+    except (KeyboardInterrupt, InterruptedRun):
+        raise
+    except Eg3dInvertError as exc:
+        msg = _one_line(exc)
+        outcome.error = msg if msg.startswith(str(photo)) else f"{photo}: {stage['name']}: {msg}"
+        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
+    except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
+        outcome.error = f"{photo}: {stage['name']}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
+    finally:
+        outcome.seconds = time.perf_counter() - t_start
+    return outcome
+
+
+def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str, options: RenderOptions, *,
+              face_index: int = 0, resume: bool = True, progress: BatchProgress | None = None
+              ) -> Iterator[PhotoOutcome]:
+    """Invert every photo into ``out/NAME/`` (names from :func:`plan_names`); yields one outcome
+    per photo, in order. Ctrl-C propagates (as ``KeyboardInterrupt`` or ``InterruptedRun``)
+    after the files of finished photos are complete; the photo in progress leaves no
+    half-written file and no report claiming completeness."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = plan_names(photos, out)
+    for i, (photo, name) in enumerate(zip(photos, names)):
+        if progress is not None:
+            progress("photo", i, len(photos), str(photo))
+        outcome = invert_photo(inverter, Path(photo), out / name, options, face_index=face_index, resume=resume,
+                               progress=progress)
+        if progress is not None:
+            progress("photo", i + 1, len(photos), str(photo))
+        yield outcome
+
+
+def summary(outcomes: Sequence[PhotoOutcome], *, out: os.PathLike | str, interrupted: bool = False,
+            pending: Sequence[Path] = (), settings: dict[str, Any] | None = None,
+            seconds: float | None = None) -> dict[str, Any]:
+    """The batch's summary document (what ``summary.json`` and ``--json`` hold)."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    return {
+        "format": "eg3d-invert/summary", "version": 1, "out": str(out),
+        "succeeded": counts["ok"] + counts["skipped"], "inverted": sum(o.action == "inverted" for o in outcomes),
+        "rendered": sum(o.action == "rendered" for o in outcomes), "skipped": counts["skipped"],
+        "failed": counts["failed"], "interrupted": bool(interrupted),
+        "not_processed": [str(p) for p in pending],
+        "seconds": None if seconds is None else round(seconds, 3),
+        "settings": settings or {}, "versions": package_versions(),
+        "photos": [o.to_dict() for o in outcomes],
+    }
+
+
+def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
+    """Write ``out/summary.json`` atomically."""
+    path = Path(out) / SUMMARY_JSON
+    write_json_atomic(path, json.loads(json.dumps(document, default=str)))
+    return path
+
+
+__all__ = ["PhotoOutcome", "collect_inputs", "plan_names", "invert_photo", "run_batch", "summary", "write_summary",
+           "SUMMARY_JSON", "IMAGE_SUFFIXES", "BatchProgress"]
