@@ -6,7 +6,8 @@ Usage:
     .venv/bin/python benchmarks/generator.py --official-root /path/to/NVlabs/eg3d/eg3d
 
 Each measurement runs in its own subprocess so its peak RSS (``ru_maxrss``) is its own. Times are
-the median of ``--repeats`` runs after one warm-up, batch 1, float32, the official *random*
+the median of ``--repeats`` runs after one warm-up (wall time, and the process's CPU time, which
+shared cores disturb less), batch 1, float32, the official *random*
 depth sampling, ``--threads`` torch threads (default 2). The machine load is printed, because
 on shared cores it changes everything.
 
@@ -114,13 +115,14 @@ def _measure(config: str, step: str, impl: str, repeats: int, threads: int, offi
         raise ValueError(step)
 
     run()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {"config": config, "step": step, "impl": impl, "seconds": statistics.median(times),
-            "all_seconds": times, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+            "all_seconds": times, "cpu_seconds": statistics.median(cpu), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
@@ -155,7 +157,8 @@ def main() -> None:
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 results.append(r)
-                print(f"{config:8s} {step:11s} {impl:9s} {r['seconds']:8.3f} s  peak RSS {r['peak_rss_gb']:.2f} GB"
+                print(f"{config:8s} {step:11s} {impl:9s} {r['seconds']:8.3f} s  (CPU {r['cpu_seconds']:7.2f} s)"
+                      f"  peak RSS {r['peak_rss_gb']:.2f} GB"
                       f"  (runs: {', '.join(f'{t:.2f}' for t in r['all_seconds'])})", flush=True)
     print(f"load average after: {os.getloadavg()}")
     if args.official_root:
@@ -165,6 +168,7 @@ def main() -> None:
                 pair = {r["impl"]: r for r in results if r["config"] == config and r["step"] == step}
                 if len(pair) == 2:
                     print(f"  {config:8s} {step:11s} x{pair['official']['seconds'] / pair['ours']['seconds']:.2f}"
+                          f" (CPU time x{pair['official']['cpu_seconds'] / pair['ours']['cpu_seconds']:.2f})"
                           f"  memory {pair['ours']['peak_rss_gb']:.2f} vs {pair['official']['peak_rss_gb']:.2f} GB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -176,9 +176,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if dcoefs is not None:
             wts = wts * dcoefs.reshape(n, out_ch, 1, 1, 1)
         b = bias.to(x.dtype).repeat(n) if bias is not None else None
-        y = _conv(x.reshape(1, n * in_ch, h, w_), wts.to(x.dtype).reshape(n * out_ch, in_ch, kh, kw), n, up, padding,
-                  resample_filter, b)
-        return y.reshape(n, out_ch, *y.shape[2:])
+        # For one sample no reshape: it would rewrite the batch stride of a channels-last tensor
+        # and make oneDNN fall back to slow layout conversions.
+        xg = x if n == 1 else x.reshape(1, n * in_ch, h, w_)
+        y = _conv(xg, wts.to(x.dtype).reshape(n * out_ch, in_ch, kh, kw), n, up, padding, resample_filter, b)
+        return y if n == 1 else y.reshape(n, out_ch, *y.shape[2:])
     y = _conv(x * styles.to(x.dtype).reshape(n, in_ch, 1, 1), weight.to(x.dtype), 1, up, padding, resample_filter)
     if dcoefs is not None:
         d = dcoefs.to(y.dtype).reshape(n, out_ch, 1, 1)

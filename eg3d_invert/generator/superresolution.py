@@ -79,6 +79,7 @@ class _HybridSuperresolution(nn.Module):
         x, rgb = self.block0(x, rgb, ws, **block_kwargs)
         raw_after_block0 = rgb.clone() if aliased and return_aliased_raw else None
         x, rgb = self.block1(x, rgb, ws, **block_kwargs)
+        rgb = rgb.contiguous()
         return (rgb, raw_after_block0) if return_aliased_raw else rgb
 
 

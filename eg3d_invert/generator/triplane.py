@@ -55,22 +55,33 @@ class OSGDecoder(nn.Module):
             FullyConnectedLayer(self.hidden_dim, 1 + options["decoder_output_dim"], lr_multiplier=lr_mul),
         )
 
-    def decode(self, features: torch.Tensor, need_rgb: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``features (P, C)`` -> raw sigma ``(P,)`` and rgb ``(P, 32)`` in ``[-0.001, 1.001]``."""
+    def decode(self, features: torch.Tensor, need_rgb: bool = True,
+               widen: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``features (P, C)`` -> raw sigma ``(P,)`` and rgb ``(P, 32)`` in ``[-0.001, 1.001]``.
+
+        ``widen=False`` returns the plain sigmoid in [0, 1]: the renderer applies MipNeRF's
+        affine widening after compositing (it commutes with the weighted sum), which saves two
+        passes over every sample's 32 features.
+        """
         fc0, fc2 = self.net[0], self.net[2]
         h = F.softplus(torch.addmm(fc0.effective_bias(features.dtype), features, fc0.effective_weight(features.dtype).t()))
         w2, b2 = fc2.effective_weight(features.dtype), fc2.effective_bias(features.dtype)
         if not need_rgb:
             return torch.addmv(b2[0], h, w2[0]), None
         out = torch.addmm(b2, h, w2.t())
-        rgb = torch.sigmoid(out[:, 1:]) * (1 + 2 * 0.001) - 0.001  # MipNeRF's widened sigmoid
-        return out[:, 0], rgb
+        rgb = torch.sigmoid(out[:, 1:])
+        return out[:, 0], widen_sigmoid(rgb) if widen else rgb
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict:
         """Official interface: ``(N, n_planes, M, C)`` -> ``{'rgb': (N, M, 32), 'sigma': (N, M, 1)}``."""
         n, _, m, c = sampled_features.shape
         sigma, rgb = self.decode(sampled_features.mean(1).reshape(n * m, c))
         return {"rgb": rgb.reshape(n, m, -1), "sigma": sigma.reshape(n, m, 1)}
+
+
+def widen_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """MipNeRF's widened sigmoid range, ``x * 1.002 - 0.001`` (the official decoder's colours)."""
+    return x * (1 + 2 * 0.001) - 0.001
 
 
 def _plane_table(planes: torch.Tensor) -> torch.Tensor:
@@ -403,7 +414,7 @@ class TriPlaneGenerator(nn.Module):
         def query(depths):
             pts = (origins.unsqueeze(-2) + depths.unsqueeze(-1) * dirs.unsqueeze(-2)).reshape(bsz, -1, 3)
             feats = sample_triplane_features(planes, pts, box)
-            sigma, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]))
+            sigma, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]), widen=False)
             sigma = self._density_noise(sigma)
             return sigma.reshape(bsz, n_rays, -1), rgb.reshape(bsz, n_rays, depths.shape[-1], -1)
 
@@ -431,7 +442,9 @@ class TriPlaneGenerator(nn.Module):
             feats = _weighted_sum(coef[..., :n_coarse], c_coarse) + _weighted_sum(coef[..., n_coarse:], c_fine)
         else:
             feats = _weighted_sum(coef_sorted, c_coarse)
+        opacity = w.sum(-1, keepdim=True)
+        feats = feats * (1 + 2 * 0.001) - 0.001 * opacity  # widened sigmoid, applied after the sum
         if rk.get("white_back", False):
-            feats = feats + 1 - w.sum(-1, keepdim=True)
+            feats = feats + 1 - opacity
         feats = (feats * 2 - 1).transpose(1, 2)  # (B, 32, rays): channels first for the image
         return feats, depth, d_sorted.min(), d_sorted.max()
