@@ -67,6 +67,13 @@ RESULT_VERSION = 1
 
 #: Depth samples multiplier of the final renders (``gen_videos.py``'s default, less banding).
 RENDER_SAMPLE_MULT = 2.0
+#: Views and depth maps are rendered one camera per generator call: batched float arithmetic
+#: differs in the last bits with the batch's size, which changed a few pixels by one level, so
+#: ``result.render(yaw=15)`` would not always equal ``views/yaw+015_pitch+000.png`` rendered among
+#: other views. One at a time, every image depends only on its own camera (~1.4x slower on CPU
+#: for the tiny test checkpoints, little for the real one). The video stays batched (its frames
+#: are always rendered as the same whole orbit, and H.264 is lossy anyway).
+VIEW_BATCH_SIZE = 1
 
 #: Progress callback of :meth:`Inverter.invert`: receives :class:`~eg3d_invert.inversion.Progress`
 #: objects; returning True during projection or tuning stops that stage early.
@@ -297,7 +304,8 @@ class InversionResult:
         """Views at every ``(yaw, pitch)`` pair (degrees, broadcast against each other), as a
         :class:`~eg3d_invert.render.ViewSet` (images, angles, raw depth; ``.save(dir)``)."""
         return render_views(self.scene, yaws, pitches, fov_deg=fov_deg, resolution=resolution,
-                            sample_mult=sample_mult, deterministic=True, progress=progress)
+                            sample_mult=sample_mult, deterministic=True, batch_size=VIEW_BATCH_SIZE,
+                            progress=progress)
 
     def views(self, yaws: Sequence[float] | float = DEFAULT_YAWS, pitches: Sequence[float] | float = DEFAULT_PITCHES,
               *, ncols: int | None = None, fov_deg: float | None = None, resolution: int | None = None,
@@ -313,7 +321,8 @@ class InversionResult:
         """Depth and opacity of several views (:class:`~eg3d_invert.render.DepthMaps`; ``.save(dir)``
         writes colour-mapped PNGs and raw ``.npy``)."""
         return render_depth(self.scene, yaws, pitches, fov_deg=fov_deg, resolution=resolution,
-                            sample_mult=sample_mult, deterministic=True, progress=progress)
+                            sample_mult=sample_mult, deterministic=True, batch_size=VIEW_BATCH_SIZE,
+                            progress=progress)
 
     def depth(self, yaw: float = 0.0, pitch: float = 0.0, fov_deg: float | None = None,
               resolution: int | None = None, *, sample_mult: float = RENDER_SAMPLE_MULT) -> np.ndarray:

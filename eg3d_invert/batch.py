@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ._io import write_json_atomic
-from .api import CAMERA_JSON, REPORT_JSON, InversionResult, Inverter, package_versions
+from .api import ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, InversionResult, Inverter, package_versions
 from .errors import Eg3dInvertError, InterruptedRun
 from .inversion import Progress
 from .outputs import (RenderOptions, finish_report, folder_status, inversion_key, mark_renders_pending, read_report,
@@ -82,23 +82,34 @@ class PhotoOutcome:
 # --- inputs and names ---------------------------------------------------------------------------
 
 
-def _is_result_folder(path: Path) -> bool:
-    return path.is_dir() and ((path / REPORT_JSON).is_file() or (path / CAMERA_JSON).is_file())
+def is_result_folder(path: Path) -> bool:
+    """True for a folder written by eg3d-invert: a result report, or (if interrupted before the
+    report) the crop and camera file that a result folder starts with."""
+    path = Path(path)
+    if read_report(path) is not None:
+        return True
+    return (path / CAMERA_JSON).is_file() and (path / ALIGNED_PNG).is_file()
 
 
 def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) -> list[Path]:
     """Photos to invert: files as given, folders recursed (suffixes matched case-insensitively,
     see :data:`~eg3d_invert.preprocessing.batch.IMAGE_SUFFIXES`), without our own outputs.
 
-    The output folder is not searched, unless it is itself one of the input folders; then only
-    its result folders (those holding ``report.json`` or ``camera.json``) are left out.
+    The output folder is not searched, unless it is itself one of the input folders; result
+    folders of any run (see :func:`is_result_folder`) inside the inputs are never searched, so
+    their crops and renders are not taken for photos.
     """
     inputs = [Path(p) for p in inputs]
     out = Path(out)
     input_dirs = {p.resolve() for p in inputs if p.is_dir()}
     exclude: list[Path] = [] if out.resolve() in input_dirs else [out]
-    if out.is_dir():
-        exclude += [d for d in out.iterdir() if _is_result_folder(d)]
+    for top in inputs:
+        if top.is_dir():
+            for root, dirs, _ in os.walk(top):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                if Path(root) != top and is_result_folder(Path(root)):
+                    exclude.append(Path(root))
+                    dirs[:] = []
     return collect_photos(inputs, exclude=exclude)
 
 
@@ -270,5 +281,5 @@ def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["PhotoOutcome", "collect_inputs", "plan_names", "invert_photo", "run_batch", "summary", "write_summary",
+__all__ = ["PhotoOutcome", "collect_inputs", "is_result_folder", "plan_names", "invert_photo", "run_batch", "summary", "write_summary",
            "SUMMARY_JSON", "IMAGE_SUFFIXES", "BatchProgress"]

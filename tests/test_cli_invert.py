@@ -1,0 +1,380 @@
+"""``eg3d-invert PHOTO_OR_FOLDER... --out DIR`` and ``eg3d-invert render`` (issue 5), end to end.
+
+One batch (scikit-image's astronaut, a corrupt JPEG, a photo without a face and a text file)
+is inverted once per module with the tiny_A reference checkpoint, 2 projection + 1 tuning steps
+and small renders; the other tests copy its output folder and resume, re-render, interrupt or
+overwrite it. LPIPS loads random weights saved under torchvision's file names in a temporary
+TORCH_HOME (:mod:`tests.lpips_weights`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+from typer.testing import CliRunner
+
+from eg3d_invert import InversionResult
+from eg3d_invert import api as api_module
+from eg3d_invert import batch as batch_module
+from eg3d_invert.batch import collect_inputs, plan_names
+from eg3d_invert.cli import app, main
+from eg3d_invert.errors import InterruptedRun
+from eg3d_invert.inversion import Pivot
+from eg3d_invert.pretrained import file_sha256, load_generator
+
+from .conftest import REFERENCE, require
+from .lpips_weights import write_random_backbones
+
+TINY = REFERENCE / "tiny_A.pkl"
+RENDER = ["--views=-20,0,20:10", "--frames", "3", "--mesh-res", "40", "--mesh-level", "4", "--mesh", "ply,obj"]
+FAST = ["--network", str(TINY), "--device", "cpu", "--steps", "2", "--pti-steps", "1", *RENDER]
+VIEW_FILES = ["views/yaw-020_pitch+000.png", "views/yaw+000_pitch+000.png", "views/yaw+020_pitch+010.png"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_home(tmp_path_factory):
+    home = write_random_backbones(tmp_path_factory.getbasetemp() / "torch_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # faster than 2 on busy shared cores (see test_inversion.py)
+        yield home
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    import skimage.data
+
+    require(TINY)
+    root = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage.data.astronaut()).save(root / "astronaut.PNG")  # upper-case suffix on purpose
+    jpeg = root / "corrupt.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(jpeg, quality=90)
+    jpeg.write_bytes(jpeg.read_bytes()[:3000])  # truncated JPEG
+    (root / "faces").mkdir()
+    Image.new("RGB", (240, 180), (90, 140, 200)).save(root / "faces" / "sky.png")  # no face
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def batch(photos, tmp_path_factory):
+    """The batch run: no command name given (the invert command is the default)."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = invoke(photos, "--out", out, *FAST, "--json")
+    return out, result
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _copy(out: Path, dest: Path) -> Path:
+    shutil.copytree(out / "astronaut", dest / "astronaut")  # copy2: mtimes kept
+    return dest
+
+
+@pytest.fixture
+def count_projections(monkeypatch):
+    calls = []
+    real = api_module.project
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(api_module, "project", counting)
+    return calls
+
+
+# --- the batch -------------------------------------------------------------------------------------
+
+
+def test_batch_goes_on_after_bad_photos_and_reports_them(batch, photos):
+    out, result = batch
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)  # --json: one document on stdout
+    assert (doc["succeeded"], doc["failed"], doc["inverted"], doc["interrupted"]) == (1, 2, 1, False)
+    by_name = {Path(p["source"]).name: p for p in doc["photos"]}
+    assert set(by_name) == {"astronaut.PNG", "corrupt.jpg", "sky.png"}  # notes.txt is not a photo
+    assert by_name["astronaut.PNG"]["status"] == "ok" and by_name["astronaut.PNG"]["directory"] == str(out / "astronaut")
+    for bad, words in (("corrupt.jpg", "corrupt.jpg"), ("sky.png", "no face")):
+        entry = by_name[bad]
+        assert entry["status"] == "failed" and entry["stage"] == "align" and words in entry["error"]
+        assert entry["directory"] is None
+        assert f"error: {entry['error'][:30]}" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert json.loads((out / "summary.json").read_text())["photos"] == doc["photos"]
+    assert doc["settings"]["projection"]["num_steps"] == 2 and doc["settings"]["render"]["frames"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut", "summary.json"]
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+    assert (photos / "astronaut.PNG").is_file() and not list(photos.rglob("*.json"))  # inputs untouched
+
+
+def test_result_folder_contents(batch):
+    out, _ = batch
+    d = out / "astronaut"
+    G = load_generator(TINY)
+    size, r = G.img_resolution, G.neural_rendering_resolution
+    report = json.loads((d / "report.json").read_text())
+    assert report["files"]
+    for rel, nbytes in report["files"].items():
+        assert (d / rel).stat().st_size == nbytes, rel
+    listed = set(report["files"]) | {"report.json"}
+    assert listed == {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
+    assert Image.open(d / "aligned.png").size == (512, 512)
+    recon = Image.open(d / "reconstruction.png")
+    assert recon.width > 2 * size and recon.height > size  # input | reconstruction, captioned
+    for rel in VIEW_FILES:
+        assert Image.open(d / rel).size == (size, size)
+    assert Image.open(d / "views.png").width > 3 * size
+    for rel in VIEW_FILES:
+        depth = np.load(d / rel.replace("views/", "depth/").replace(".png", ".npy"))
+        assert depth.shape == (r, r) and depth.dtype == np.float32
+        assert Image.open(d / rel.replace("views/", "depth/")).size == (r, r)
+    camera = json.loads((d / "camera.json").read_text())
+    assert len(camera["label"]) == 25 and abs(camera["yaw_deg"]) < 10
+    pivot = Pivot.load(d / "pivot.pt")
+    assert pivot.ws.shape == (1, G.num_ws, G.w_dim) and pivot.steps == 2
+    tuned = load_generator(d / "tuned.safetensors")  # finds its base (tiny_A) by the recorded path and hash
+    assert any(not torch.equal(v, G.state_dict()[k]) for k, v in tuned.state_dict().items())
+    # the report
+    assert report["settings"]["checkpoint"]["sha256"] == file_sha256(TINY)
+    assert report["photo"]["sha256"] and report["versions"]["eg3d_invert"]
+    assert set(report["timings"]) == {"align", "project", "tune", "finalize", "views", "depth", "video", "mesh"}
+    assert report["losses"]["project"]["steps"] == 2 and len(report["losses"]["tune"]["loss"]) == 1
+    assert 0 < report["metrics"]["lpips"] < 2 and report["render"]["frames"] == 3
+    # the meshes: non-empty, coloured, inside the tri-plane box (world units)
+    for fmt in ("ply", "obj"):
+        mesh = trimesh.load(d / f"mesh.{fmt}", process=False, force="mesh")
+        assert len(mesh.vertices) > 100 and len(mesh.faces) > 100
+        colors = np.asarray(mesh.visual.vertex_colors)
+        assert len(np.unique(colors[:, :3], axis=0)) > 10
+        assert np.all(np.abs(mesh.bounds) <= G.rendering_kwargs["box_warp"] / 2 + 1e-6)
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(d / "orbit.mp4")
+    try:
+        assert reader.count_frames() == 3 and reader.get_data(0).shape == (size, size, 3)
+    finally:
+        reader.close()
+
+
+def test_resume_skips_complete_photos(batch, photos, count_projections):
+    out, _ = batch
+    before = _mtimes(out / "astronaut")
+    result = invoke(photos, "--out", out, *FAST)  # --resume is the default
+    assert result.exit_code == 1, result.output  # the two bad photos fail again
+    assert "skipped" in result.stdout and count_projections == []
+    assert _mtimes(out / "astronaut") == before
+    doc = json.loads((out / "summary.json").read_text())
+    assert [p["action"] for p in doc["photos"] if p["status"] != "failed"] == ["skipped"]
+    assert doc["photos"][0]["metrics"]["lpips"] > 0  # taken from the report on disk
+
+
+def test_other_render_options_rerender_without_inverting(batch, photos, tmp_path, count_projections):
+    out = _copy(batch[0], tmp_path)
+    before = _mtimes(out / "astronaut")
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--mesh", "glb", "--views=0", "--no-video")
+    assert result.exit_code == 0, result.output
+    assert count_projections == []  # no re-inversion: the saved one was loaded
+    after = _mtimes(out / "astronaut")
+    for name in ("pivot.pt", "tuned.safetensors", "aligned.png", "camera.json"):
+        assert after[name] == before[name], name
+    files = set(after)
+    assert {"mesh.glb", "views/yaw+000_pitch+000.png", "depth/yaw+000_pitch+000.npy"} <= files
+    assert not {"mesh.ply", "mesh.obj", "orbit.mp4", "views/yaw-020_pitch+000.png"} & files  # stale renders removed
+    report = json.loads((out / "astronaut" / "report.json").read_text())
+    assert report["render"]["mesh_formats"] == ["glb"] and set(report["files"]) | {"report.json"} == files
+    # the views that exist in both runs are the same pixels
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "astronaut" / VIEW_FILES[1])),
+                                  np.asarray(Image.open(batch[0] / "astronaut" / VIEW_FILES[1])))
+
+
+def test_interrupted_render_leaves_an_unfinished_folder_that_resumes(batch, photos, tmp_path, monkeypatch,
+                                                                     count_projections):
+    out = _copy(batch[0], tmp_path)
+    real = batch_module.write_renders
+
+    def interrupted(result, directory, options, progress=None):
+        (Path(directory) / "views").mkdir(exist_ok=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "write_renders", interrupted)
+    args = [photos / "astronaut.PNG", "--out", out, *FAST, "--views=0", "--no-video", "--mesh", "none"]
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["interrupted"] and doc["not_processed"] == [str(photos / "astronaut.PNG")]
+    report = json.loads((out / "astronaut" / "report.json").read_text())
+    assert report["render"] is None and set(report["files"]) == {"aligned.png", "camera.json", "pivot.pt",
+                                                                 "tuned.safetensors", "reconstruction.png"}
+    monkeypatch.setattr(batch_module, "write_renders", real)
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["photos"][0]["action"] == "rendered" and count_projections == []
+    assert not (out / "astronaut" / "mesh.ply").exists() and not (out / "astronaut" / "orbit.mp4").exists()
+
+
+def test_interrupted_inversion_writes_nothing_and_exits_130(photos, tmp_path, monkeypatch):
+    def stop(*a, **k):
+        raise InterruptedRun("projection interrupted after 0/2 steps")
+
+    monkeypatch.setattr(api_module, "project", stop)
+    out = tmp_path / "out"
+    result = invoke(photos / "astronaut.PNG", photos / "faces", "--out", out, *FAST)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["interrupted"] and len(doc["not_processed"]) == 2 and doc["photos"] == []
+    assert not (out / "astronaut" / "report.json").exists()
+
+
+def test_overwrite_inverts_again_with_identical_results(batch, photos, tmp_path, count_projections):
+    out = _copy(batch[0], tmp_path)
+    before = _mtimes(out / "astronaut")
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert count_projections == [1]
+    after = _mtimes(out / "astronaut")
+    assert after["pivot.pt"] != before["pivot.pt"]
+    # deterministic for a seed: the same pixels, depth and mesh as the first run
+    for rel in [*VIEW_FILES, "reconstruction.png", "aligned.png"]:
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "astronaut" / rel)),
+                                      np.asarray(Image.open(batch[0] / "astronaut" / rel)), err_msg=rel)
+    assert (out / "astronaut" / "mesh.ply").read_bytes() == (batch[0] / "astronaut" / "mesh.ply").read_bytes()
+    new, old = (json.loads((d / "astronaut" / "report.json").read_text()) for d in (out, batch[0]))
+    assert new["metrics"] == old["metrics"] and new["losses"] == old["losses"]
+
+
+def test_render_command_reproduces_the_images(batch, tmp_path, count_projections):
+    out, _ = batch
+    target = tmp_path / "rendered"
+    result = invoke("render", out, "--out", target, *RENDER, "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["succeeded"] == 1 and doc["photos"][0]["action"] == "rendered" and count_projections == []
+    a, b = out / "astronaut", target / "astronaut"
+    for rel in [*VIEW_FILES, "views.png", "reconstruction.png"]:
+        np.testing.assert_array_equal(np.asarray(Image.open(b / rel)), np.asarray(Image.open(a / rel)), err_msg=rel)
+    for rel in VIEW_FILES:
+        npy = rel.replace("views/", "depth/").replace(".png", ".npy")
+        np.testing.assert_array_equal(np.load(b / npy), np.load(a / npy))
+    for rel in ("mesh.ply", "mesh.obj", "orbit.mp4"):
+        assert (b / rel).read_bytes() == (a / rel).read_bytes(), rel
+    loaded = InversionResult.load(b)  # a complete result folder
+    assert loaded.pivot.steps == 2
+
+
+def test_render_in_place_and_its_errors(batch, tmp_path):
+    out = _copy(batch[0], tmp_path)
+    before = (out / "astronaut" / VIEW_FILES[0]).read_bytes()
+    result = invoke("render", out / "astronaut", "--views=-20", "--no-video", "--mesh", "none", "--no-depth")
+    assert result.exit_code == 0, result.output
+    d = out / "astronaut"
+    assert (d / VIEW_FILES[0]).read_bytes() == before and not (d / "orbit.mp4").exists()
+    assert not (d / "depth").exists() and not (d / "mesh.ply").exists()
+    assert invoke("render", tmp_path / "nothing_here").exit_code == 2
+    (d / "pivot.pt").unlink()
+    result = invoke("render", d, "--views=0", "--no-video", "--mesh", "none")
+    assert result.exit_code == 1 and "pivot.pt" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- usage, routing, errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--views=left"], "views"), (["--mesh", "stl"], "mesh format"), (["--projector", "z"], "projector"),
+    (["--network", "no-such-model"], "no-such-model"), (["--steps", "0"], "steps"), (["--bogus"], "bogus"),
+])
+def test_usage_errors_exit_2(photos, tmp_path, extra, message):
+    args = [photos, "--out", tmp_path / "out", *FAST, *extra]
+    if "--network" in extra:
+        args = [photos, "--out", tmp_path / "out", *extra]
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_inputs_and_bad_out_exit_2(photos, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("x")
+    result = invoke(empty, "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 2 and "no photos found" in result.stderr
+    result = invoke(photos, "--out", photos / "notes.txt", *FAST)
+    assert result.exit_code == 2 and "is a file" in result.stderr
+
+
+def test_debug_shows_the_traceback(photos, tmp_path):
+    args = [photos / "faces" / "sky.png", "--out", tmp_path / "out", *FAST, "--quiet"]
+    quiet = invoke(*args)
+    assert quiet.exit_code == 1 and quiet.stdout == "" and "Traceback" not in quiet.stderr
+    assert "no face" in quiet.stderr
+    debug = invoke(*args, "--debug")
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr and "NoFaceError" in debug.stderr
+
+
+def test_command_routing(capsys):
+    for args in (["--version"], ["invert", "--help"], ["--help"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.output)
+    assert "invert" in invoke("--help").stdout and "render" in invoke("--help").stdout
+    with pytest.raises(SystemExit) as exit_info:  # the console-script entry point
+        main(["--version"])
+    assert exit_info.value.code in (0, None) and capsys.readouterr().out.strip()
+
+
+# --- inputs and names (no inversion) ----------------------------------------------------------------
+
+
+def test_collect_inputs_matches_suffixes_and_skips_our_outputs(tmp_path):
+    src = tmp_path / "src"
+    (src / "deep" / "er").mkdir(parents=True)
+    for name in ("a.JPG", "deep/b.jpeg", "deep/er/c.WebP", "d.txt", ".hidden.png"):
+        (src / name).write_bytes(b"x")
+    res = src / "results" / "a"
+    res.mkdir(parents=True)
+    (res / "report.json").write_text(json.dumps({"format": "eg3d-invert/result"}))
+    (res / "aligned.png").write_bytes(b"x")
+    partial = src / "older" / "b"  # a result folder whose run stopped before its report
+    partial.mkdir(parents=True)
+    (partial / "aligned.png").write_bytes(b"x")
+    (partial / "camera.json").write_text("{}")
+    names = lambda paths: sorted(p.name for p in paths)  # noqa: E731
+    assert names(collect_inputs([src], src / "results")) == ["a.JPG", "b.jpeg", "c.WebP"]
+    # --out is the input folder itself: its result folders are not photos
+    (src / "a").mkdir()
+    (src / "a" / "report.json").write_text(json.dumps({"format": "eg3d-invert/result"}))
+    (src / "a" / "views.png").write_bytes(b"x")
+    assert names(collect_inputs([src], src)) == ["a.JPG", "b.jpeg", "c.WebP"]
+
+
+def test_plan_names_never_share_or_steal_a_folder(tmp_path):
+    a, b, c = tmp_path / "x" / "face.jpg", tmp_path / "y" / "face.png", tmp_path / "y" / "Face.jpg"
+    out = tmp_path / "out"
+    assert plan_names([a, b, c], out) == ["face", "face_2", "Face_3"]
+    # a folder holding another photo's result is skipped, one holding this photo's is reused
+    (out / "face").mkdir(parents=True)
+    (out / "face" / "report.json").write_text(json.dumps({"format": "eg3d-invert/result",
+                                                          "photo": {"path": str(b.resolve())}}))
+    assert plan_names([a], out) == ["face_2"]
+    assert plan_names([b], out) == ["face"]
+    # a folder that holds an input photo is never used
+    inside = out / "face_2" / "face.jpg"
+    inside.parent.mkdir()
+    inside.write_bytes(b"x")
+    assert plan_names([a, inside], out) == ["face_3", "face_4"]
