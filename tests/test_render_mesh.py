@@ -61,12 +61,12 @@ def test_mesh_is_in_world_frame_and_matches_the_official_ply_frame():
     world = M.lattice_to_world(verts, N, 1.0)
     np.testing.assert_allclose(world.mean(0), center, atol=0.01)
     official = np.transpose(np.flip(volume, 0), (2, 1, 0))
-    v_off, _, _, _ = marching_cubes(np.ascontiguousarray(official), 10.0)
+    v_off, f_off, _, _ = marching_cubes(np.ascontiguousarray(official), 10.0)
     back = M.official_ply_to_world(v_off, N)
     assert chamfer_distance(back, world)[1] < 1e-5
     np.testing.assert_allclose(M.world_to_official_ply(back, N), v_off, atol=1e-4)
-    mesh = trimesh.Trimesh(world, faces, process=False)
-    assert mesh.volume > 0  # outward winding (trimesh convention)
+    assert trimesh.Trimesh(world, faces, process=False).volume > 0  # ours: outward winding (trimesh convention)
+    assert trimesh.Trimesh(v_off, f_off, process=False).volume < 0  # the official PLY is wound inward
 
 
 def test_trimmed_border_is_never_evaluated_and_caps_the_surface():

@@ -26,8 +26,8 @@ What is different, on purpose:
 * **Coarse to fine** (``method='sparse'``, the default): see :func:`sparse_density`. It produces
   the same surface as the dense lattice while evaluating a few percent of its points.
 * **Winding and colours.** Faces are wound counter-clockwise seen from outside (trimesh's
-  convention: positive volume, outward face normals), and vertices carry colours (see
-  :func:`vertex_colors`).
+  convention: positive volume, outward face normals; the official PLY is wound the other way),
+  and vertices carry colours (see :func:`vertex_colors`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ MESH_FORMATS = ("ply", "obj", "glb")
 DensityFn = Callable[[torch.Tensor], torch.Tensor]
 #: ``progress(done, total)``.
 Progress = Callable[[int, int], None]
+#: Points per density call. Each call has a fixed cost (~0.1 s on CPU) and needs ~0.7 kB per
+#: point of temporaries; half a million keeps both small.
+DEFAULT_CHUNK = 1 << 19
 
 
 class EmptyMeshError(Eg3dInvertError):
@@ -98,7 +101,7 @@ def world_to_official_ply(vertices: np.ndarray, resolution: int, box_warp: float
     return np.stack([i[:, 2], i[:, 1], (resolution - 1) - i[:, 0]], axis=1)
 
 
-def plane_density(scene: Scene, chunk: int = 1 << 20) -> DensityFn:
+def plane_density(scene: Scene, chunk: int = DEFAULT_CHUNK) -> DensityFn:
     """The scene's raw density as a function of world points, evaluated in chunks without grad."""
     G, planes = scene.generator, scene.planes
 
@@ -137,7 +140,7 @@ def _trim(volume: np.ndarray, pad: int) -> None:
 
 
 def dense_density(density: DensityFn, resolution: int, box_warp: float = 1.0, *, trim: bool = True,
-                  chunk: int = 1 << 20, progress: Progress | None = None) -> np.ndarray:
+                  chunk: int = DEFAULT_CHUNK, progress: Progress | None = None) -> np.ndarray:
     """The full ``(N, N, N)`` float32 density lattice, indexed ``[i_x, i_y, i_z]``, border trimmed.
 
     The reference for :func:`sparse_density`: every lattice point is evaluated (slab by slab, so
@@ -226,29 +229,53 @@ def _cells_to_points(cells: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _escaped_cells(fine: np.ndarray, exact: np.ndarray, level: float, candidates: np.ndarray) -> np.ndarray:
-    """Which candidate (un-flagged) coarse cells would contain a crossing fine cell.
+_CORNER = np.zeros((3, 3, 3), dtype=bool)
+_CORNER[::2, ::2, ::2] = True
+
+
+def _escaped_cells(fine: np.ndarray, exact: np.ndarray, level: float, cells: np.ndarray,
+                   batch: int = 1 << 16) -> np.ndarray:
+    """The candidate (un-flagged) coarse cells ``cells (K, 3)`` that would contain a crossing
+    fine cell; returns a ``(K',3)`` subset.
 
     A coarse cell ``(i, j, k)`` covers the fine points ``[2i, 2i+2]^3`` (27 of them). Its
     non-exact points will be filled with copies of its corners, so its fine cells cross the
     level iff its corners and its exact points are not all on the same side. Only cells next to
-    flagged ones can have exact non-corner points, so only those are passed as candidates.
+    flagged ones can have exact non-corner points, so only those need to be candidates.
     """
-    idx = np.nonzero(candidates)
-    out = np.zeros_like(candidates)
-    if idx[0].size == 0:
-        return out
+    out = []
     r = np.arange(3)
-    a = (2 * idx[0])[:, None, None, None] + r[None, :, None, None]
-    b = (2 * idx[1])[:, None, None, None] + r[None, None, :, None]
-    c = (2 * idx[2])[:, None, None, None] + r[None, None, None, :]
-    inside = fine[a, b, c] > level                               # (K, 3, 3, 3)
-    corner = np.zeros((3, 3, 3), dtype=bool)
-    corner[::2, ::2, ::2] = True
-    relevant = exact[a, b, c] | corner
-    mixed = (inside & relevant).any(axis=(1, 2, 3)) & (~inside & relevant).any(axis=(1, 2, 3))
-    out[tuple(i[mixed] for i in idx)] = True
-    return out
+    for s in range(0, len(cells), batch):
+        c = cells[s:s + batch]
+        a = (2 * c[:, 0])[:, None, None, None] + r[None, :, None, None]
+        b = (2 * c[:, 1])[:, None, None, None] + r[None, None, :, None]
+        d = (2 * c[:, 2])[:, None, None, None] + r[None, None, None, :]
+        inside = fine[a, b, d] > level                               # (K, 3, 3, 3)
+        relevant = exact[a, b, d] | _CORNER
+        mixed = (inside & relevant).any(axis=(1, 2, 3)) & (~inside & relevant).any(axis=(1, 2, 3))
+        out.append(c[mixed])
+    return np.concatenate(out) if out else np.zeros((0, 3), dtype=np.int64)
+
+
+def _unique_rows(idx: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Unique in-range rows of an ``(K, 3)`` index array (sorted in C order)."""
+    ok = np.all((idx >= 0) & (idx < np.asarray(shape)), axis=1)
+    lin = np.unique(np.ravel_multi_index(tuple(idx[ok].T), shape))
+    return np.stack(np.unravel_index(lin, shape), axis=1)
+
+
+def _neighbour_cells(cells: np.ndarray, radius: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """All cells within ``radius`` (Chebyshev) of ``cells (K, 3)``, unique and in range."""
+    r = np.arange(-radius, radius + 1)
+    offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    return _unique_rows((cells[:, None, :] + offsets[None]).reshape(-1, 3), shape)
+
+
+def _cell_point_rows(cells: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The unique fine points ``(P, 3)`` of the coarse cells ``cells (K, 3)`` (27 per cell)."""
+    r = np.arange(3)
+    offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    return _unique_rows((2 * cells[:, None, :] + offsets[None]).reshape(-1, 3), shape)
 
 
 def _dilate(cells: np.ndarray, margin: int) -> np.ndarray:
@@ -314,7 +341,7 @@ def _set_outside(V: np.ndarray, lo: int, hi: int, value) -> None:
 
 def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_LEVEL, box_warp: float = 1.0, *,
                    trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
-                   chunk: int = 1 << 20,
+                   chunk: int = DEFAULT_CHUNK,
                    progress: Progress | None = None) -> tuple[np.ndarray, int, np.ndarray | None, SparseStats]:
     """Coarse-to-fine density lattice with the same iso-surface as :func:`dense_density`.
 
@@ -334,7 +361,7 @@ def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_L
        longer lie on one side (the surface leaves the band, or a corner changed side when it
        was evaluated) are flagged (with margin) and step 3 repeats for them, until none is
        left. A surface connected to a detected one is thus followed wherever it goes, however
-       thin.
+       thin. These rounds work on index lists, so they cost what they touch.
     5. Points of un-flagged cells are filled with a copy of one of their cell's corners (all
        on one side of the level), so they cannot create a surface.
     6. The trimmed border is reset to -1000.
@@ -386,12 +413,35 @@ def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_L
     exact = np.ones((m, m, m), dtype=bool)
     exact[lo:hi + 1, lo:hi + 1, lo:hi + 1] = False
 
-    def evaluate(view: np.ndarray, exact_view: np.ndarray, mask: np.ndarray, stride: int) -> int:
-        idx = np.nonzero(mask)
+    def evaluate_at(view: np.ndarray, exact_view: np.ndarray, idx: tuple, stride: int) -> int:
         if idx[0].size:
-            view[mask] = _evaluate(density, tuple(a * stride for a in idx), offset, N, box_warp, chunk)
-            exact_view[mask] = True
+            view[idx] = _evaluate(density, tuple(a * stride for a in idx), offset, N, box_warp, chunk)
+            exact_view[idx] = True
         return int(idx[0].size)
+
+    def evaluate(view: np.ndarray, exact_view: np.ndarray, mask: np.ndarray, stride: int) -> int:
+        # Slab by slab, so the index arrays stay near one chunk whatever the mask; slabs are
+        # batched into chunk-sized density calls (each call has a fixed cost).
+        count, slab, batch = 0, max(1, chunk // (mask.shape[1] * mask.shape[2])), []
+
+        def flush():
+            nonlocal count, batch
+            if batch:
+                idx = tuple(np.concatenate([b[k] for b in batch]) for k in range(3))
+                count += evaluate_at(view, exact_view, idx, stride)
+                batch = []
+
+        pending = 0
+        for a0 in range(0, mask.shape[0], slab):
+            idx = np.nonzero(mask[a0:a0 + slab])
+            if idx[0].size:
+                batch.append((idx[0] + a0, idx[1], idx[2]))
+                pending += idx[0].size
+            if pending >= chunk:
+                flush()
+                pending = 0
+        flush()
+        return count
 
     # 1. The live box's boundary layers, then extruded outward.
     shell = np.zeros((m, m, m), dtype=bool)
@@ -416,16 +466,26 @@ def sparse_density(density: DensityFn, resolution: int, level: float = DEFAULT_L
         h = s // 2
         coarse, fine, exact_h = V[::s, ::s, ::s], V[::h, ::h, ::h], exact[::h, ::h, ::h]
         flags = _flag_cells(coarse, level, guard, margin)
-        points = np.zeros(fine.shape, dtype=bool)
-        pending, new_total, rounds = flags, 0, 0
-        while pending.any():
+        # First round on whole arrays (the flagged band is large), then fix-up rounds on index
+        # lists, so their cost follows the few cells they touch, not the lattice.
+        points = _cells_to_points(flags)
+        new_total = evaluate(fine, exact_h, points & ~exact_h, h)  # incl. corners that were fills
+        candidates = np.argwhere(_dilate(flags, 1) & ~flags)
+        rounds = 1
+        while True:
+            escaped = _escaped_cells(fine, exact_h, level, candidates)
+            if len(escaped) == 0:
+                break
             rounds += 1
-            p = _cells_to_points(pending)
-            points |= p
-            new_total += evaluate(fine, exact_h, p & ~exact_h, h)  # incl. corners that were fills
-            escaped = _escaped_cells(fine, exact_h, level, _dilate(pending, 1) & ~flags)
-            pending = _dilate(escaped, margin) & ~flags
-            flags |= pending
+            pending = _neighbour_cells(escaped, margin, flags.shape)
+            pending = pending[~flags[tuple(pending.T)]]
+            flags[tuple(pending.T)] = True
+            pts = _cell_point_rows(pending, fine.shape)
+            points[tuple(pts.T)] = True
+            pts = pts[~exact_h[tuple(pts.T)]]
+            new_total += evaluate_at(fine, exact_h, tuple(pts.T), h)
+            candidates = _neighbour_cells(pending, 1, flags.shape)
+            candidates = candidates[~flags[tuple(candidates.T)]]
         _fill_nearest_corner(fine, coarse, ~exact_h)
         stats.evaluated_points += new_total
         stats.levels.append({"stride": h, "flagged_cells": int(flags.sum()), "new_points": new_total,
@@ -523,7 +583,7 @@ def vertex_colors(scene: Scene, vertices: np.ndarray, normals: np.ndarray, *, mo
 def extract_mesh(scene: Scene, resolution: int = 256, level: float = DEFAULT_LEVEL, *, method: str = "sparse",
                  trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
                  colors: str | None = "inside",
-                 color_offset: float | None = None, chunk: int = 1 << 20,
+                 color_offset: float | None = None, chunk: int = DEFAULT_CHUNK,
                  progress: Progress | None = None) -> trimesh.Trimesh:
     """Marching-cubes mesh of the scene's density (see the module docstring for the conventions).
 
