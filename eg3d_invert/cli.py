@@ -334,6 +334,7 @@ class _Display:
                                  transient=True, disable=quiet)
         self.batch = self.progress.add_task("", total=None, stage=label, info="")
         self.stage = self.progress.add_task("", total=None, stage="", info="", visible=False)
+        self.current = None
 
     def __enter__(self):
         self.progress.__enter__()
@@ -345,9 +346,14 @@ class _Display:
     def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
         if stage == "photo":
             self.progress.update(self.batch, completed=done, total=total, info=Path(info).name)
-            self.progress.update(self.stage, visible=False, completed=0, total=None, info="")
+            self.progress.update(self.stage, visible=False)
+            self.current = None
+            return
+        if stage != self.current:  # a new stage: its own bar and clock
+            self.current = stage
+            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True)
         else:
-            self.progress.update(self.stage, completed=done, total=total, stage=stage, info=info, visible=True)
+            self.progress.update(self.stage, completed=done, total=total, info=info)
 
     def error(self, message: str, exception: BaseException | None, debug: bool) -> None:
         self.progress.console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -550,7 +556,7 @@ def render_command(
                              help="Write complete result folders to OUT/NAME/ instead of updating DIR in place."),
     base: str = typer.Option(None, "--base", help="Base checkpoint of tuned.safetensors if it is no longer where "
                                                  "report.json says (path or registry name)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, auto, ..."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, ..."),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees, e.g. --views=-30,0,30:10; 'none' for none."),
     depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views."),
@@ -572,7 +578,7 @@ def render_command(
 
     from .api import TUNED_SAFETENSORS, InversionResult, load_base_generator
     from .batch import PhotoOutcome, summary, write_summary
-    from .errors import InterruptedRun
+    from .errors import CheckpointError, InterruptedRun
     from .outputs import finish_report, mark_renders_pending, read_report, write_renders
     from .pretrained import native
 
@@ -601,7 +607,12 @@ def render_command(
                     display("load", 0, 1)
                     key = ((native.read_header(d / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
                     if key not in bases:
-                        bases[key] = load_base_generator(d / TUNED_SAFETENSORS, base, device)
+                        try:
+                            bases[key] = load_base_generator(d / TUNED_SAFETENSORS, base, device)
+                        except CheckpointError as exc:
+                            if base is not None:
+                                raise
+                            raise CheckpointError(f"{exc} (give it with --base)") from None
                     result = InversionResult.load(d, base=bases[key])
                     display("load", 1, 1)
                     if target.resolve() != d.resolve():
