@@ -131,7 +131,7 @@ def colorize_depth(depth: np.ndarray, mask: np.ndarray | None = None, *, near: f
     return rgb
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
 class DepthMaps:
     """Depth and opacity of a set of views.
 

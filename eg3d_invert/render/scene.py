@@ -23,7 +23,7 @@ _DEFAULT_PIVOT = (0.0, 0.0, 0.0)
 _DEFAULT_RADIUS = 2.7
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: identity semantics
 class Scene:
     """One subject ready to render: the generator, its tri-planes and latent.
 

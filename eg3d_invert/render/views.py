@@ -105,7 +105,7 @@ def image_grid(images: Sequence[PIL.Image.Image], labels: Sequence[str] | None =
     return grid
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds images and arrays
 class ViewSet:
     """Rendered views and the camera angles they were rendered from.
 
