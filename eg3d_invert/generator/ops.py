@@ -63,15 +63,16 @@ class _BiasActFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        scale = ctx.gain
-        if ctx.act == "lrelu":
-            g = grad * torch.where(y > 0, scale, scale * LRELU_SLOPE)
-        elif ctx.act == "relu":
-            g = grad * torch.where(y > 0, scale, 0.0)
-        else:
-            g = grad * scale if scale != 1 else grad
+        g = grad
         if ctx.clamp is not None:
-            g = g * (y.abs() < ctx.clamp)
+            # Saturated outputs sit exactly on +-clamp; everything strictly inside passes.
+            g = torch.ops.aten.hardtanh_backward(g, y, -ctx.clamp, ctx.clamp)
+        if ctx.act == "lrelu":  # the output's sign is the input's: one fused kernel from y
+            g = torch.ops.aten.leaky_relu_backward(g, y, LRELU_SLOPE, True)
+        elif ctx.act == "relu":
+            g = torch.ops.aten.threshold_backward(g, y, 0.0)
+        if ctx.gain != 1:
+            g = g * ctx.gain
         gb = g.sum(dim=[d for d in range(g.ndim) if d != 1]) if ctx.has_bias else None
         return g, gb, None, None, None
 

@@ -241,9 +241,15 @@ class SynthesisBlock(nn.Module):
 
 
 def _preferred_layout(x: torch.Tensor) -> torch.Tensor:
-    """Channels-last activations on CPU: oneDNN computes in that layout, and NCHW tensors cost
-    a conversion in and out of every convolution (a third of the super-resolution's time)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+    """Channels-last activations for CPU inference, NCHW when gradients are recorded.
+
+    oneDNN's forward convolutions run in channels-last, and NCHW tensors pay a conversion in and
+    out of each (a third of the super-resolution's time). Its backward kernels are the other
+    way round: about twice as slow in channels-last (measured on 128x512x512 convolutions).
+    """
+    if x.device.type == "cpu" and not torch.is_grad_enabled():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
 
 
 class SynthesisNetwork(nn.Module):
