@@ -2,9 +2,9 @@
 
 from .superresolution import (SuperresolutionHybrid2X, SuperresolutionHybrid4X, SuperresolutionHybrid8X,
                               SuperresolutionHybrid8XDC)
-from .triplane import PLANE_AXES, OSGDecoder, TriPlaneGenerator, sample_triplane_features
+from .triplane import PLANE_AXES, OSGDecoder, TriPlaneGenerator, plane_table, sample_triplane_features
 
 __all__ = [
-    "TriPlaneGenerator", "OSGDecoder", "PLANE_AXES", "sample_triplane_features",
+    "TriPlaneGenerator", "OSGDecoder", "PLANE_AXES", "sample_triplane_features", "plane_table",
     "SuperresolutionHybrid2X", "SuperresolutionHybrid4X", "SuperresolutionHybrid8X", "SuperresolutionHybrid8XDC",
 ]

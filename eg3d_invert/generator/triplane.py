@@ -84,19 +84,22 @@ def widen_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return x * (1 + 2 * 0.001) - 0.001
 
 
-def _plane_table(planes: torch.Tensor) -> torch.Tensor:
+def plane_table(planes: torch.Tensor) -> torch.Tensor | None:
     """Planes ``(N, 3, C, H, W)`` as one row table ``(N*3*(H+3)*(W+3), C)`` with a zero border.
 
     One zero row/column before and two after each plane stand in for grid_sample's zero
     padding: every bilinear corner of any point then has a valid index, and corners outside
     the plane read zeros.
     """
+    if planes.device.type != "cpu":
+        return None  # GPUs use grid_sample directly
     n, k, c, h, w = planes.shape
     padded = F.pad(planes.reshape(n * k, c, h, w), [1, 2, 1, 2])
     return padded.permute(0, 2, 3, 1).reshape(-1, c)
 
 
-def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
+def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_warp: float,
+                             table: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of the three planes' bilinear features at ``points``: ``(N, P, C)``.
 
     Args:
@@ -105,6 +108,8 @@ def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_war
         box_warp: side of the tri-plane cube ``[-box_warp/2, box_warp/2]^3``; outside it the
             features are zero, exactly like the official ``grid_sample(padding_mode='zeros',
             align_corners=False)`` lookup.
+        table: ``plane_table(planes)`` when the caller queries the same planes repeatedly
+            (building it copies the planes once).
 
     The lookup is one ``embedding_bag``: twelve weighted rows (4 bilinear corners x 3 planes) of a
     channels-last copy of the planes per point. This reads 32 contiguous floats per corner where
@@ -118,7 +123,8 @@ def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_war
         raise ValueError(f"planes {tuple(planes.shape)} do not fit points {tuple(points.shape)}")
     if planes.device.type != "cpu":
         return _sample_with_grid_sample(planes, points, box_warp)
-    table = _plane_table(planes)
+    if table is None:
+        table = plane_table(planes)
     g = points.to(planes.dtype).reshape(b * p, 3) * (2 / box_warp)
     # Plane k reads coordinates (x, y), (x, z), (z, x) as (width, height): the released quirk.
     u = g.index_select(1, _U_AXES.to(g.device))
@@ -337,23 +343,27 @@ class TriPlaneGenerator(nn.Module):
     # --- point queries -------------------------------------------------------------------------
 
     def sample_planes(self, planes: torch.Tensor, coordinates: torch.Tensor, need_rgb: bool = True,
-                      max_points_per_chunk: int = 1 << 21) -> dict[str, torch.Tensor]:
+                      max_points_per_chunk: int = 1 << 21, table: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Raw density and colour features at points from precomputed planes.
 
         Args:
             planes: ``(N, 3, 32, H, W)``.
             coordinates: ``(N, M, 3)`` world points (the decoder ignores view directions).
             need_rgb: False skips the colour head (density-only queries for meshing).
+            table: :func:`plane_table` of ``planes``, for callers that query the same planes
+                many times (it is otherwise rebuilt per call).
         Returns:
             ``sigma (N, M, 1)`` raw (before softplus) and, if requested, ``rgb (N, M, 32)``.
         """
         if coordinates.ndim != 3 or coordinates.shape[-1] != 3:
             raise ValueError(f"coordinates must be (N, M, 3), got {tuple(coordinates.shape)}")
         box = self.rendering_kwargs["box_warp"]
+        if table is None:
+            table = plane_table(planes)
         sig, cols = [], []
         for start in range(0, coordinates.shape[1], max_points_per_chunk):
             pts = coordinates[:, start:start + max_points_per_chunk]
-            feats = sample_triplane_features(planes, pts, box)
+            feats = sample_triplane_features(planes, pts, box, table)
             s, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]), need_rgb)
             sig.append(self._density_noise(s).reshape(pts.shape[0], -1))
             if need_rgb:
@@ -392,9 +402,10 @@ class TriPlaneGenerator(nn.Module):
         per_ray = n_coarse + n_fine
         chunk = max(1, max_points_per_chunk // max(per_ray, 1) // max(bsz, 1))
         feats, depths, lo, hi = [], [], [], []
+        table = plane_table(planes)
         for s in range(0, n_rays, chunk):
-            f, d, dmin, dmax = self._render_chunk(planes, origins[:, s:s + chunk], dirs[:, s:s + chunk], n_coarse,
-                                                  n_fine, deterministic, generator)
+            f, d, dmin, dmax = self._render_chunk(planes, table, origins[:, s:s + chunk], dirs[:, s:s + chunk],
+                                                  n_coarse, n_fine, deterministic, generator)
             feats.append(f)
             depths.append(d)
             lo.append(dmin)
@@ -405,7 +416,7 @@ class TriPlaneGenerator(nn.Module):
         depth = torch.clamp(depth, torch.stack(lo).min(), torch.stack(hi).max())
         return feats, depth
 
-    def _render_chunk(self, planes, origins, dirs, n_coarse, n_fine, deterministic, generator):
+    def _render_chunk(self, planes, table, origins, dirs, n_coarse, n_fine, deterministic, generator):
         rk = self.rendering_kwargs
         bsz, n_rays, _ = origins.shape
         box = rk["box_warp"]
@@ -413,7 +424,7 @@ class TriPlaneGenerator(nn.Module):
 
         def query(depths):
             pts = (origins.unsqueeze(-2) + depths.unsqueeze(-1) * dirs.unsqueeze(-2)).reshape(bsz, -1, 3)
-            feats = sample_triplane_features(planes, pts, box)
+            feats = sample_triplane_features(planes, pts, box, table)
             sigma, rgb = self.decoder.decode(feats.reshape(-1, feats.shape[-1]), widen=False)
             sigma = self._density_noise(sigma)
             return sigma.reshape(bsz, n_rays, -1), rgb.reshape(bsz, n_rays, depths.shape[-1], -1)

@@ -103,14 +103,18 @@ def world_to_official_ply(vertices: np.ndarray, resolution: int, box_warp: float
 
 def plane_density(scene: Scene, chunk: int = DEFAULT_CHUNK) -> DensityFn:
     """The scene's raw density as a function of world points, evaluated in chunks without grad."""
+    from ..generator import plane_table
+
     G, planes = scene.generator, scene.planes
+    with torch.no_grad():
+        table = plane_table(planes)  # built once: meshing queries the planes many times
 
     def density(points: torch.Tensor) -> torch.Tensor:
         out = []
         with torch.no_grad():
             for s in range(0, points.shape[0], chunk):
                 pts = points[s:s + chunk].to(device=planes.device, dtype=torch.float32)[None]
-                out.append(G.sample_planes(planes, pts, need_rgb=False)["sigma"][0, :, 0])
+                out.append(G.sample_planes(planes, pts, need_rgb=False, table=table)["sigma"][0, :, 0])
         return torch.cat(out) if out else torch.zeros(0, device=planes.device)
 
     return density
