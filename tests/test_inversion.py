@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from eg3d_invert.camera import Camera, label_angles
-from eg3d_invert.errors import ConfigError, InterruptedRun, MissingWeightsError, NonFiniteLossError
+from eg3d_invert.errors import CheckpointError, ConfigError, InterruptedRun, MissingWeightsError, NonFiniteLossError
 from eg3d_invert.inversion import (CameraCorrection, CameraRefinementSettings, PerceptualDistance, Pivot,
                                    ProjectionSettings, TuningSettings, learning_rate_at, load_lpips,
                                    noise_regularization, prepare_image, project, tune)
@@ -274,7 +274,20 @@ def test_keyboard_interrupt_gives_interrupted_run_with_partial_pivot(G, scene, a
     partial = err.value.partial
     assert isinstance(partial, Pivot) and partial.steps == 1 and partial.stop_reason == "interrupted"
     after = G.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # noise maps restored
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the caller's G never changes
+
+
+def test_keyboard_interrupt_during_tuning(G, scene, pivot, alex):
+    image, cam = scene
+
+    def interrupt(progress):
+        raise KeyboardInterrupt
+
+    with pytest.raises(InterruptedRun, match="tuning interrupted after 1/6") as err:
+        tune(G, pivot, image, cam, settings=FAST_TUNE, lpips_model=alex, callback=interrupt)
+    partial = err.value.partial
+    assert partial.steps == 1 and partial.stop_reason == "interrupted" and partial.generator is not G
+    assert not any(p.requires_grad for p in partial.generator.parameters())
 
 
 # --- tuning ----------------------------------------------------------------------------------------
@@ -311,8 +324,9 @@ def test_locality_and_camera_refinement_run(G, scene, pivot, alex):
                                  camera=CameraRefinementSettings(enabled=True, learning_rate=0.5))
     result = tune(G, pivot, image, cam_off, settings=settings, lpips_model=alex)
     # At the first step the tuned copy still equals the original: both renders of the moved
-    # latent must then agree exactly (same noise mode, no depth jitter).
-    assert result.history[0]["locality"] == 0.0 < result.history[1]["locality"]
+    # latent then agree (same noise mode, no depth jitter) up to kernel-layout rounding, since
+    # the frozen copy runs without autograd and may take a different memory layout.
+    assert result.history[0]["locality"] < 1e-9 < result.history[1]["locality"]
     corr = result.camera_correction
     assert set(corr) == {"yaw_deg", "pitch_deg", "roll_deg", "translation"} and corr["yaw_deg"] != 0
     assert not torch.equal(result.pivot.camera, pivot.camera)
@@ -332,6 +346,20 @@ def test_nan_guard_names_the_step(G, scene, pivot, alex):
 
 
 # --- results on disk -------------------------------------------------------------------------------
+
+
+def test_pivot_files_are_checked(tmp_path):
+    bad = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(3)}, bad)
+    with pytest.raises(CheckpointError, match="not an eg3d-invert pivot"):
+        Pivot.load(bad)
+    np.save(tmp_path / "y.npy", np.zeros((14, 512, 2), np.float32))
+    with pytest.raises(CheckpointError, match="shape"):
+        Pivot.load(tmp_path / "y.npy")
+    with pytest.raises(CheckpointError, match="no such"):
+        Pivot.load(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="25"):
+        Pivot(ws=torch.zeros(1, 14, 512), camera=torch.zeros(16))
 
 
 def test_saved_results_render_identically(G, tuned, tmp_path):

@@ -143,9 +143,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         demodulate: normalise each output channel's modulated weights to unit L2 norm.
         up: 1, or 2 for a transposed stride-2 convolution followed by the FIR filter.
         fused: modulate the weights (one grouped convolution) rather than the activations.
-            ``None`` picks per batch size: fused for a single sample, where modulating the
-            ``O*I*k*k`` weights is far cheaper than scaling ``I*H*W`` activations; unfused for
-            batches, where one dense convolution beats a grouped one on CPUs.
+            ``None`` picks: fused for a single sample, where modulating the ``O*I*k*k`` weights
+            is far cheaper than scaling ``I*H*W`` activations; unfused for batches, where one
+            dense convolution beats a grouped one on CPUs, and when only the styles need
+            gradients.
         scale: output multiplier folded into the (de)modulation coefficients, so a following
             activation gain costs no extra pass over the activations.
         bias: ``(O,)`` added to the output inside the convolution (``up=1`` only; after an
@@ -165,7 +166,11 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     if bias is not None and up != 1:
         raise ValueError("bias can only be folded into non-upsampling convolutions")
-    fused = (n == 1) if fused is None else fused
+    if fused is None:
+        # Gradients for the styles only (projection: frozen weights) come cheaper unfused: the
+        # styles' gradient then needs no weight-gradient convolution, only the data gradient.
+        styles_only = torch.is_grad_enabled() and styles.requires_grad and not weight.requires_grad
+        fused = n == 1 and not styles_only
     dcoefs = None
     if demodulate or fused:
         wts = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)
