@@ -198,7 +198,6 @@ def main() -> None:
                 results.append(r)
                 print(f"  done {config} {N} {method} guard={guard}: {r['seconds']:.1f} s", flush=True)
         # Chamfer against the dense mesh of the same resolution, in voxels.
-        from scipy.spatial import cKDTree  # noqa: F401  (imported by chamfer_distance)
         sys.path.insert(0, str(REPO))
         from eg3d_invert.render.mesh import chamfer_distance
         for (N, method, guard), r in rows.items():

@@ -36,7 +36,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import matplotlib.cbook
-    import numpy as np
     import skimage.data
     import torch
     from PIL import Image

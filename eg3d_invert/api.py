@@ -49,7 +49,7 @@ from .inversion import (CameraRefinementSettings, PerceptualDistance, Pivot, Pro
                         TuningResult, TuningSettings, load_lpips, prepare_image, project, tune)
 from .inversion.losses import backbone_weights_path
 from .inversion.settings import LPIPS_NETS, SPACES
-from .preprocessing import AlignedFace, Aligner, CropGeometry
+from .preprocessing import AlignedFace, Aligner
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, ImageSource, source_name
 from .render import DepthMaps, Scene, ViewSet, extract_mesh, render_depth, render_orbit_video, render_views
 from .render.video import DEFAULT_FPS, DEFAULT_FRAMES, VideoInfo
@@ -477,7 +477,7 @@ def load_base_generator(tuned: str | os.PathLike, base=None, device=None):
     against its SHA-256.
     """
     from .pretrained import native
-    from .pretrained.loading import _resolve_delta_base, resolve_device
+    from .pretrained.loading import resolve_delta_base, resolve_device
 
     if isinstance(base, (str, os.PathLike)) and not Path(base).is_file():
         from .pretrained import resolve_checkpoint
@@ -487,7 +487,7 @@ def load_base_generator(tuned: str | os.PathLike, base=None, device=None):
     header = native.read_header(tuned)
     if header is None or "base" not in header:
         raise CheckpointError(f"{tuned}: not a tuned (delta) generator file written by eg3d-invert")
-    return _resolve_delta_base(tuned, header["base"], base, resolve_device(device))
+    return resolve_delta_base(tuned, header["base"], base, resolve_device(device))
 
 
 def _angles(label: torch.Tensor) -> tuple[float, float]:
@@ -508,26 +508,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def aligned_from_dict(d: Mapping[str, Any], image: np.ndarray) -> AlignedFace:
-    """Rebuild an :class:`AlignedFace` from :meth:`AlignedFace.to_dict` and its crop ``(512, 512, 3)``
-    uint8. The label is exact; landmarks, points and transforms have the precision they were
-    written with (2-8 decimals)."""
+    """:meth:`AlignedFace.from_dict`, with a malformed record reported as a bad ``camera.json``."""
     try:
-        g = d["crop_geometry"]
-        geometry = CropGeometry(tuple(int(v) for v in g["photo_size"]), float(g["scale"]),
-                                tuple(int(v) for v in g["resized_size"]), tuple(int(v) for v in g["align_box"]),
-                                tuple(float(v) for v in g["pos_translation"]), float(g["pos_scale"]))
-
-        def arr(key):
-            return np.asarray(d[key], dtype=np.float64)
-
-        return AlignedFace(
-            image=image, label=arr("label"), yaw=float(d["yaw"]), pitch=float(d["pitch"]), roll=float(d["roll"]),
-            landmarks=arr("landmarks"), landmarks_crop=arr("landmarks_crop"), points=arr("points"),
-            points_crop=arr("points_crop"), box=arr("box"), score=float(d["score"]), num_faces=int(d["num_faces"]),
-            face_index=int(d["face_index"]), photo_to_crop=arr("photo_to_crop"), crop_to_photo=arr("crop_to_photo"),
-            geometry=geometry, photo_size=tuple(int(v) for v in d["photo_size"]), source=str(d["source"]),
-            point_source=str(d.get("point_source", "detector")),
-            landmarks68=arr("landmarks68") if d.get("landmarks68") is not None else None)
+        return AlignedFace.from_dict(d, image)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"camera.json: incomplete alignment record ({type(exc).__name__}: {exc})") from None
 

@@ -11,6 +11,8 @@ Exit codes: 0 success, 1 some inputs failed (or an expected error), 2 usage erro
 from __future__ import annotations
 
 import sys
+from enum import Enum
+from pathlib import Path
 
 import typer
 import typer.core
@@ -182,9 +184,6 @@ def info_command(
 
 
 # --- align: photos -> EG3D crops and camera labels (preprocessing) ---------------------------------
-
-from enum import Enum  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 
 class _PointSource(str, Enum):

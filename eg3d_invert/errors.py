@@ -106,3 +106,7 @@ class LandmarkError(NoFaceError):
 
 class ModelFileError(Eg3dInvertError):
     """An optional model file (e.g. dlib's 68-point predictor) is missing or unreadable."""
+
+
+class EmptyMeshError(Eg3dInvertError):
+    """The density never crosses the iso-level inside the (trimmed) box: there is no surface."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -89,6 +88,30 @@ class AlignedFace:
             "photo_to_crop": r(self.photo_to_crop, 8), "crop_to_photo": r(self.crop_to_photo, 8),
             "crop_geometry": self.geometry.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict, image: np.ndarray) -> "AlignedFace":
+        """Rebuild from :meth:`to_dict` and the crop ``(512, 512, 3)`` uint8. The label is exact;
+        landmarks, points and transforms keep the precision they were written with (2-8 decimals).
+
+        Raises KeyError / TypeError / ValueError on an incomplete or malformed record.
+        """
+        g = d["crop_geometry"]
+        geometry = CropGeometry(tuple(int(v) for v in g["photo_size"]), float(g["scale"]),
+                                tuple(int(v) for v in g["resized_size"]), tuple(int(v) for v in g["align_box"]),
+                                tuple(float(v) for v in g["pos_translation"]), float(g["pos_scale"]))
+
+        def arr(key):
+            return np.asarray(d[key], dtype=np.float64)
+
+        return cls(
+            image=image, label=arr("label"), yaw=float(d["yaw"]), pitch=float(d["pitch"]), roll=float(d["roll"]),
+            landmarks=arr("landmarks"), landmarks_crop=arr("landmarks_crop"), points=arr("points"),
+            points_crop=arr("points_crop"), box=arr("box"), score=float(d["score"]), num_faces=int(d["num_faces"]),
+            face_index=int(d["face_index"]), photo_to_crop=arr("photo_to_crop"), crop_to_photo=arr("crop_to_photo"),
+            geometry=geometry, photo_size=tuple(int(v) for v in d["photo_size"]), source=str(d["source"]),
+            point_source=str(d.get("point_source", "detector")),
+            landmarks68=arr("landmarks68") if d.get("landmarks68") is not None else None)
 
     def save(self, image_path, json_path=None) -> None:
         """Write the crop as PNG and, if ``json_path`` is given, :meth:`to_dict` as JSON; atomically."""

@@ -94,7 +94,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device | None = 
         header = native.read_header(path)
         base_G = None
         if header is not None and "base" in header:
-            base_G = _resolve_delta_base(path, header["base"], base, dev)
+            base_G = resolve_delta_base(path, header["base"], base, dev)
         G = native.load_native(path, device=dev, base=base_G)
     G.checkpoint_path = str(path)
     G.checkpoint_format = fmt
@@ -118,7 +118,13 @@ def _load_state_dict_with_base(path: Path, base, dev) -> TriPlaneGenerator:
                                     source=str(path), device=dev)
 
 
-def _resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneGenerator:
+def resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneGenerator:
+    """The base generator of the delta file ``path`` whose header ``base`` entry is ``info``.
+
+    ``base``: a generator (checked against the recorded SHA-256 when it knows its file), a path,
+    or None to look where the header says (its path, then the registry cache). A file is only
+    accepted if its SHA-256 matches, so a delta is never applied to the wrong weights.
+    """
     want = info["sha256"]
     if isinstance(base, TriPlaneGenerator):
         have = getattr(base, "checkpoint_sha256", None) or (

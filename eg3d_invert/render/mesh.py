@@ -45,7 +45,7 @@ from scipy import ndimage
 from skimage.measure import marching_cubes
 
 from .._io import atomic_path
-from ..errors import Eg3dInvertError
+from ..errors import EmptyMeshError
 from ..generator import rendering
 from .scene import Scene
 
@@ -62,10 +62,6 @@ Progress = Callable[[int, int], None]
 #: Points per density call. Each call has a fixed cost (~0.1 s on CPU) and needs ~0.7 kB per
 #: point of temporaries; half a million keeps both small.
 DEFAULT_CHUNK = 1 << 19
-
-
-class EmptyMeshError(Eg3dInvertError):
-    """The density never crosses the iso-level inside the (trimmed) box: there is no surface."""
 
 
 # --- lattice ------------------------------------------------------------------------------------
