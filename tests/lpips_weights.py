@@ -9,8 +9,10 @@ loading path. The numbers are then not perceptual, which no test here relies on.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -33,3 +35,20 @@ def write_random_backbones(torch_home: Path, seed: int = 0) -> Path:
             features = build()
             torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
     return Path(torch_home)
+
+
+@contextlib.contextmanager
+def random_lpips_environment(torch_home: Path):
+    """``TORCH_HOME`` pointing at random backbones and one torch thread, restored on exit.
+
+    One thread is faster than two for these small models on busy shared cores.
+    """
+    home = write_random_backbones(torch_home)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield home
+        finally:
+            torch.set_num_threads(threads)

@@ -25,7 +25,7 @@ from eg3d_invert.inversion import Pivot, Progress, ProjectionSettings, TuningSet
 from eg3d_invert.preprocessing import Aligner
 
 from .conftest import REFERENCE, REPO, require
-from .lpips_weights import write_random_backbones
+from .lpips_weights import random_lpips_environment
 
 # AlexNet LPIPS for the projection too (cheaper than VGG; the CLI tests run the VGG default).
 STEPS = dict(steps=2, pti_steps=1, projection_lpips="alex")
@@ -34,13 +34,8 @@ STEPS = dict(steps=2, pti_steps=1, projection_lpips="alex")
 @pytest.fixture(scope="module", autouse=True)
 def torch_home(tmp_path_factory):
     """Random LPIPS backbones in a TORCH_HOME shared by this session's tests (built once)."""
-    home = write_random_backbones(tmp_path_factory.getbasetemp() / "torch_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(home))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # faster than 2 on busy shared cores (see test_inversion.py)
+    with random_lpips_environment(tmp_path_factory.getbasetemp() / "torch_home") as home:
         yield home
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

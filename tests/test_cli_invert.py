@@ -30,7 +30,7 @@ from eg3d_invert.inversion import Pivot
 from eg3d_invert.pretrained import file_sha256, load_generator
 
 from .conftest import REFERENCE, require
-from .lpips_weights import write_random_backbones
+from .lpips_weights import random_lpips_environment
 
 TINY = REFERENCE / "tiny_A.pkl"
 RENDER = ["--views=-20,0,20:10", "--frames", "3", "--mesh-res", "40", "--mesh-level", "4", "--mesh", "ply,obj"]
@@ -40,13 +40,9 @@ VIEW_FILES = ["views/yaw-020_pitch+000.png", "views/yaw+000_pitch+000.png", "vie
 
 @pytest.fixture(scope="module", autouse=True)
 def torch_home(tmp_path_factory):
-    home = write_random_backbones(tmp_path_factory.getbasetemp() / "torch_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_HOME", str(home))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # faster than 2 on busy shared cores (see test_inversion.py)
+    """Random LPIPS backbones in a TORCH_HOME shared by this session's tests (built once)."""
+    with random_lpips_environment(tmp_path_factory.getbasetemp() / "torch_home") as home:
         yield home
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -156,6 +156,24 @@ class Progress:
 ProgressCallback = Callable[[Progress], Any]
 
 
+def log_step(history: list[dict[str, Any]], stage: str, step: int, total: int, loss: torch.Tensor, lr: float,
+             parts: dict[str, float], correction, callback: "ProgressCallback | None", snapshot) -> bool:
+    """Record a finished step (1-based ``step``) in ``history`` and report it to ``callback``.
+
+    The record holds the loss, the learning rate, every loss term and, with camera refinement,
+    the current rotation corrections. Returns True when the callback asks to stop.
+    """
+    record = {"step": step, "loss": float(loss.detach()), "lr": lr, **parts}
+    if correction is not None:
+        record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
+    history.append(record)
+    if callback is None:
+        return False
+    extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
+    extra["snapshot"] = snapshot
+    return bool(callback(Progress(stage, step, total, record["loss"], parts["lpips"], lr, extra)))
+
+
 def check_finite(loss: torch.Tensor, stage: str, step: int, total: int, parts: dict[str, float]) -> None:
     """Raise :class:`NonFiniteLossError` naming the step if ``loss`` is NaN or infinite."""
     if not bool(torch.isfinite(loss.detach())):

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InterruptedRun
-from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, noise_buffer_names,
+from ._common import (ProgressCallback, as_label, check_finite, frontal_label, log_step, noise_buffer_names,
                       prepare_image, seeded_generator, set_buffer)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips, noise_regularization
@@ -198,16 +198,9 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
                     buf -= buf.mean()
                     buf *= buf.square().mean().rsqrt()
             state["step"] = step + 1
-            record = {"step": step + 1, "loss": float(loss.detach()), "lr": lr, **parts}
-            if correction is not None:
-                record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
-            history.append(record)
-            if callback is not None:
-                extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
-                extra["snapshot"] = snapshot
-                if callback(Progress("project", step + 1, num_steps, record["loss"], parts["lpips"], lr, extra)):
-                    stop_reason = "callback"
-                    break
+            if log_step(history, "project", step + 1, num_steps, loss, lr, parts, correction, callback, snapshot):
+                stop_reason = "callback"
+                break
     except KeyboardInterrupt:
         partial = snapshot("interrupted")
         err = InterruptedRun(f"projection interrupted after {state['step']}/{num_steps} steps; "

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InterruptedRun
-from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise,
+from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise, log_step,
                       prepare_image, seeded_generator)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips
@@ -146,17 +146,10 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
             optimizer.step()
             use_locality = (step + 1) % settings.locality_interval == 0
             state["step"] = step + 1
-            record = {"step": step + 1, "loss": float(loss.detach()), "lr": settings.learning_rate, **parts}
-            if correction is not None:
-                record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
-            history.append(record)
-            if callback is not None:
-                extra = {k: v for k, v in record.items() if k not in ("step", "loss", "lpips", "lr")}
-                extra["snapshot"] = snapshot
-                lr = settings.learning_rate
-                if callback(Progress("tune", step + 1, num_steps, record["loss"], parts["lpips"], lr, extra)):
-                    stop_reason = "callback"
-                    break
+            if log_step(history, "tune", step + 1, num_steps, loss, settings.learning_rate, parts, correction,
+                        callback, snapshot):
+                stop_reason = "callback"
+                break
     except KeyboardInterrupt:
         G_tuned.requires_grad_(False)
         partial = snapshot("interrupted")
