@@ -198,6 +198,13 @@ def _conv(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, padding: int,
           resample_filter: torch.Tensor | None, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Grouped convolution ``w (G*O, I, k, k)``, or for ``up=2`` the official upsampling one."""
     if up == 1:
+        if groups == 1 and padding == 0 and w.shape[2:] == (1, 1) and x.shape[0] == 1 and x.is_contiguous():
+            # A 1x1 convolution of one NCHW sample is one matrix product (O, I) @ (I, H*W); BLAS
+            # runs it and its backward about twice as fast as oneDNN does for ToRGB's few outputs.
+            o, i, h, w_ = w.shape[0], x.shape[1], x.shape[2], x.shape[3]
+            x2 = x.reshape(i, h * w_)
+            y = torch.addmm(bias[:, None], w.reshape(o, i), x2) if bias is not None else w.reshape(o, i).mm(x2)
+            return y.reshape(1, o, h, w_)
         return F.conv2d(x, w, bias=bias, padding=padding, groups=groups)
     if up != 2:
         raise ValueError(f"up must be 1 or 2, got {up}")

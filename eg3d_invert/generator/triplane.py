@@ -64,8 +64,13 @@ class OSGDecoder(nn.Module):
         passes over every sample's 32 features.
         """
         fc0, fc2 = self.net[0], self.net[2]
-        h = F.softplus(torch.addmm(fc0.effective_bias(features.dtype), features, fc0.effective_weight(features.dtype).t()))
+        w1, b1 = fc0.effective_weight(features.dtype), fc0.effective_bias(features.dtype)
         w2, b2 = fc2.effective_weight(features.dtype), fc2.effective_bias(features.dtype)
+        if need_rgb and torch.is_grad_enabled() and any(
+                t.requires_grad for t in (features, w1, b1, w2, b2)):
+            sigma, rgb = _DecoderMLP.apply(features, w1, b1, w2, b2)
+            return sigma, widen_sigmoid(rgb) if widen else rgb
+        h = F.softplus(torch.addmm(b1, features, w1.t()))
         if not need_rgb:
             return torch.addmv(b2[0], h, w2[0]), None
         out = torch.addmm(b2, h, w2.t())
@@ -77,6 +82,60 @@ class OSGDecoder(nn.Module):
         n, _, m, c = sampled_features.shape
         sigma, rgb = self.decode(sampled_features.mean(1).reshape(n * m, c))
         return {"rgb": rgb.reshape(n, m, -1), "sigma": sigma.reshape(n, m, 1)}
+
+
+class _DecoderMLP(torch.autograd.Function):
+    """The decoder's two layers, ``softplus(f W1^T + b1) W2^T + b2`` -> (raw sigma, sigmoid colours).
+
+    Same arithmetic as the plain path; the backward is written out so that it keeps only the
+    hidden activations (the softplus derivative ``sigmoid(x)`` equals ``-expm1(-softplus(x))``),
+    the colours, and the features when the first layer's weights need a gradient. It assembles
+    the output gradient in one ``(P, 33)`` buffer rather than zero-filling it once per slice
+    (density and colours).
+    """
+
+    @staticmethod
+    def forward(ctx, features, w1, b1, w2, b2):
+        h = F.softplus(torch.addmm(b1, features, w1.t()))
+        out = torch.addmm(b2, h, w2.t())
+        rgb = torch.sigmoid(out[:, 1:])
+        sigma = out[:, 0].contiguous()
+        # The features are only needed for the first layer's weight gradient.
+        ctx.save_for_backward(features if ctx.needs_input_grad[1] else None, w1, w2, h, rgb)
+        return sigma, rgb
+
+    @staticmethod
+    def backward(ctx, g_sigma, g_rgb):
+        features, w1, w2, h, rgb = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        g_out = h.new_empty(h.shape[0], w2.shape[0])
+        if g_sigma is None:
+            g_out[:, 0].zero_()
+        else:
+            g_out[:, 0].copy_(g_sigma)
+        if g_rgb is None:
+            g_out[:, 1:].zero_()
+        else:
+            torch.ops.aten.sigmoid_backward.grad_input(g_rgb, rgb, grad_input=g_out[:, 1:])
+        g_f = g_w1 = g_b1 = g_w2 = g_b2 = None
+        if need[3]:
+            g_w2 = g_out.t().mm(h)
+        if need[4]:
+            g_b2 = g_out.sum(0)
+        if need[0] or need[1] or need[2]:
+            # softplus'(x) = sigmoid(x) = -expm1(-h): g_x holds the negated gradient, and the
+            # sign goes onto the (smaller) results.
+            g_x = g_out.mm(w2)
+            d = torch.neg(h)
+            g_x.mul_(d.expm1_())
+            del d
+            if need[0]:
+                g_f = g_x.mm(w1).neg_()
+            if need[1]:
+                g_w1 = g_x.t().mm(features).neg_()
+            if need[2]:
+                g_b1 = g_x.sum(0).neg_()
+        return g_f, g_w1, g_b1, g_w2, g_b2
 
 
 def widen_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +204,50 @@ def sample_triplane_features(planes: torch.Tensor, points: torch.Tensor, box_war
     gy = (1 - fy) / 3
     fy = fy / 3
     weight = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), -1).reshape(b * p, 12)
+    if table.requires_grad and torch.is_grad_enabled() and not weight.requires_grad:
+        # Gradients for the planes only (PTI: the sample points carry no gradient).
+        return _BilinearLookup.apply(table, index, weight, row).reshape(b, p, c)
     return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum").reshape(b, p, c)
+
+
+class _BilinearLookup(torch.autograd.Function):
+    """``embedding_bag`` of 4-corner bilinear stencils whose backward skips the sort of all indices.
+
+    The generic backward sorts the ``12 * P`` row indices and accumulates 32-float rows one
+    by one. Here every (point, plane) adds its four corner contributions at once: the rows of
+    a table four times as wide (one 32-float slot per corner) are indexed by the stencil's first
+    corner, so ``3 * P`` unsorted 128-float rows are accumulated with ``index_add_``, and the
+    four slots are then shifted onto their corners (offsets 0, 1, ``row``, ``row + 1``).
+    Only the table gets a gradient; callers use plain ``embedding_bag`` when the stencil
+    weights need one.
+    """
+
+    CHUNK = 1 << 14  # points per accumulation: the 3 * CHUNK * 128-float temporary stays in cache
+
+    @staticmethod
+    def forward(ctx, table, index, weight, row):
+        ctx.save_for_backward(index, weight)
+        ctx.rows, ctx.row = table.shape[0], row
+        return F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, weight = ctx.saved_tensors
+        rows, row = ctx.rows, ctx.row
+        n, c = grad.shape
+        grad = grad.contiguous()
+        first = index[:, 0::4].reshape(-1)  # each stencil's top-left corner, (P * 3,)
+        slots = grad.new_zeros(rows, 4, c)
+        chunk = min(_BilinearLookup.CHUNK, n)
+        buf = grad.new_empty(chunk, 3, 4, c)
+        for s in range(0, n, chunk):
+            m = min(chunk, n - s)
+            contrib = torch.mul(weight[s:s + m].reshape(m, 3, 4, 1), grad[s:s + m].reshape(m, 1, 1, c), out=buf[:m])
+            slots.view(rows, 4 * c).index_add_(0, first[3 * s:3 * (s + m)], contrib.view(3 * m, 4 * c))
+        out = slots[:, 0].clone()
+        for k, off in ((1, 1), (2, row), (3, row + 1)):
+            out[off:].add_(slots[:-off, k])
+        return out, None, None, None
 
 
 _U_AXES = torch.tensor([0, 0, 2])
@@ -177,7 +279,30 @@ def _translate_config(rendering_kwargs: Mapping[str, Any]) -> None:
 def _weighted_sum(coef: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     """``sum_s coef[b, r, s] * colors[b, r, s, :]`` as one batched matrix product: ``(B, R, C)``."""
     b, r, s, c = colors.shape
+    if torch.is_grad_enabled() and (coef.requires_grad or colors.requires_grad):
+        return _WeightedSum.apply(coef.reshape(b * r, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
     return torch.bmm(coef.reshape(b * r, 1, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``out[n] = coef[n] @ colors[n]``; the colours' gradient (an outer product per ray) is one
+    broadcast multiplication instead of a batched matrix product with an inner size of one,
+    which CPUs run ray by ray."""
+
+    @staticmethod
+    def forward(ctx, coef, colors):
+        ctx.save_for_backward(coef, colors)
+        return torch.bmm(coef.unsqueeze(1), colors).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        coef, colors = ctx.saved_tensors
+        g_coef = g_colors = None
+        if ctx.needs_input_grad[0]:
+            g_coef = torch.bmm(colors, grad.unsqueeze(-1)).squeeze(-1)
+        if ctx.needs_input_grad[1]:
+            g_colors = coef.unsqueeze(-1) * grad.unsqueeze(1)
+        return g_coef, g_colors
 
 
 class TriPlaneGenerator(nn.Module):
