@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Milliseconds per photo for each preprocessing stage, models loaded once.
 
-Stages: read (decode the file), detect (MTCNN), landmarks (mediapipe mesh: two passes, each on
+Stages: read (decode the file), detect (MTCNN; with ``--mirror-average`` on the photo and its
+mirror image, points averaged), landmarks (mediapipe mesh: two passes, each on
 the patch and its mirror), align (official crop geometry + resampling), pose (template fit +
 label). Photos: scikit-image's astronaut (512x512), matplotlib's grace_hopper (512x600) and,
 if ../shared/evaldata is present, a few 1280x720 frames of its head turn. Each photo is run
@@ -9,7 +10,7 @@ if ../shared/evaldata is present, a few 1280x720 frames of its head turn. Each p
 kind, and the end-to-end total. Thread counts are printed because shared cores change the
 numbers a lot (MTCNN runs with 1 torch thread by default, see FaceDetector).
 
-Run: ``python benchmarks/preprocess.py [--repeats 5] [--threads N]``.
+Run: ``python benchmarks/preprocess.py [--repeats 5] [--threads N] [--mirror-average]``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for MTCNN (default: the detector's default, 1)")
     parser.add_argument("--evaldata", type=Path, default=REPO.parent / "shared" / "evaldata")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="Aligner(mirror_average=True): a second MTCNN pass on the mirror image")
     args = parser.parse_args()
 
     import matplotlib.cbook
@@ -43,7 +46,7 @@ def main() -> None:
     from eg3d_invert.preprocessing import Aligner, CropGeometry, crop_face, label_from_rotation
 
     t0 = time.perf_counter()
-    aligner = Aligner()
+    aligner = Aligner(mirror_average=args.mirror_average)
     if args.threads is not None:
         aligner.detector.num_threads = args.threads
     tmp = Path(tempfile.mkdtemp(prefix="eg3d_bench_"))
@@ -87,7 +90,8 @@ def main() -> None:
 
     print(f"torch threads: default {torch.get_num_threads()}, MTCNN "
           f"{aligner.detector.num_threads or torch.get_num_threads()}; cpu count {os.cpu_count()}; "
-          f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+          f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"mirror average {'on' if aligner.detector.mirror_average else 'off'}")
     print(f"set-up (imports, models, one warm-up pass per photo kind): {setup:.1f} s")
     header = f"{'photo':28s}" + "".join(f"{s:>11s}" for s in stages) + f"{'total':>11s}"
     print(header)

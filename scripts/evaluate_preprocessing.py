@@ -4,7 +4,8 @@
 Reports, over the photos of ``evaldata/index.json``:
 
 * crop: mean absolute difference (x255) between our crop and the official crop, once with the
-  official MTCNN points (tests the crop math) and once end to end with our detector;
+  official MTCNN points (tests the crop math) and once end to end with our detector (MTCNN's
+  points, or with ``--mirror-average`` those averaged with the mirror image's);
 * 5 points (from MTCNN, from the mediapipe mesh, from dlib if installed): distance from the
   official MTCNN points (pixels) and the resulting crop offsets;
 * pose: median / 90th percentile / max absolute yaw and pitch error against the official labels.
@@ -42,12 +43,14 @@ def main() -> None:
     parser.add_argument("--evaldata", type=Path, default=REPO.parent / "shared" / "evaldata")
     parser.add_argument("--every", type=int, default=1, help="use every n-th photo")
     parser.add_argument("--json", type=Path, help="also write per-photo numbers here")
+    parser.add_argument("--mirror-average", action="store_true",
+                        help="average MTCNN's points with the mirror image's (Aligner(mirror_average=True))")
     args = parser.parse_args()
 
     items = [it for it in json.loads((args.evaldata / "index.json").read_text())["items"] if it["kind"] == "original"]
     items = items[::args.every]
-    aligner = Aligner()
-    dlib = Aligner(five_points="dlib") if dlib_available() else None
+    aligner = Aligner(mirror_average=args.mirror_average)
+    dlib = Aligner(five_points="dlib", mirror_average=args.mirror_average) if dlib_available() else None
     rows = []
     t0 = time.time()
     for it in items:
@@ -73,7 +76,8 @@ def main() -> None:
             row[f"{name}_crop_shift"] = float(np.abs(gm.photo_to_crop[:, 2] - og[:, 2]).max())
             row[f"{name}_crop_scale"] = float(gm.photo_to_crop[0, 0] / og[0, 0])
         rows.append(row)
-    print(f"{len(rows)} photos in {time.time() - t0:.1f} s")
+    print(f"{len(rows)} photos in {time.time() - t0:.1f} s; MTCNN points "
+          f"{'averaged with the mirror image' if args.mirror_average else 'as they are'}")
     col = lambda k: np.array([r[k] for r in rows])  # noqa: E731
     print(f"crop with the official points vs official crop: mean abs diff x255 {stats(col('crop_official_points'))}")
     for name in ("detector", "mesh", "dlib"):
