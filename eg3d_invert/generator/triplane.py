@@ -126,9 +126,14 @@ class _DecoderMLP(torch.autograd.Function):
             # softplus'(x) = sigmoid(x) = -expm1(-h): g_x holds the negated gradient, and the
             # sign goes onto the (smaller) results.
             g_x = g_out.mm(w2)
-            d = torch.neg(h)
-            g_x.mul_(d.expm1_())
-            del d
+            # In row blocks through one small buffer: a fresh (P, 64) temporary costs more in page
+            # faults than the arithmetic.
+            step = 1 << 15
+            buf = h.new_empty(min(step, h.shape[0]), h.shape[1])
+            for s in range(0, h.shape[0], step):
+                d = torch.neg(h[s:s + step], out=buf[:min(step, h.shape[0] - s)])
+                g_x[s:s + step].mul_(d.expm1_())
+            del buf
             if need[0]:
                 g_f = g_x.mm(w1).neg_()
             if need[1]:
