@@ -97,6 +97,8 @@ SCENARIOS: dict[str, dict] = {
     "fast_l2_locality": dict(proj=ProjectionSettings(num_steps=150, learning_rate=0.03, l2_weight=1.0),
                              tune=TuningSettings(num_steps=200, learning_rate=6e-4, locality_regularization=True,
                                                  **NO_STOP)),
+    "half": dict(proj=ProjectionSettings(num_steps=250), tune=TuningSettings(num_steps=175, learning_rate=6e-4,
+                                                                             **NO_STOP)),
     "proj_l2": dict(proj=ProjectionSettings(l2_weight=1.0), tune=TuningSettings(**NO_STOP)),
 }
 

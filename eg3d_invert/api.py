@@ -147,7 +147,8 @@ def resolve_settings(*, preset: str = "official", projector: str | None = None, 
 def aligner_settings(aligner: Aligner) -> dict[str, Any]:
     """The settings of an :class:`Aligner` that change its crops and labels (for reports)."""
     return {"threshold": float(aligner.detector.threshold), "min_face_size": aligner.detector.min_face_size,
-            "five_points": aligner.five_points, "padding": aligner.padding, "max_pixels": aligner.max_pixels}
+            "five_points": aligner.five_points, "padding": aligner.padding, "max_pixels": aligner.max_pixels,
+            "mirror_average": bool(aligner.detector.mirror_average)}
 
 
 # --- shared LPIPS models -----------------------------------------------------------------------------

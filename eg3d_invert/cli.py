@@ -215,6 +215,10 @@ def align_command(
                                              "mesh, or dlib's 68 points (non-commercial model)."),
     padding: _Padding = typer.Option(_Padding.black, "--padding", help="Fill outside the photo: black "
                                                                        "(official) or mirrored photo."),
+    mirror_average: bool = typer.Option(False, "--mirror-average",
+                                        help="Also detect on the mirror image and average the 5 points: a "
+                                             "mirrored photo then gets exactly the mirrored crop (about twice "
+                                             "the detection time; crops ~2 px farther from the official ones)."),
     max_megapixels: float = typer.Option(100.0, "--max-megapixels", min=0.0,
                                          help="Refuse larger photos (decompression-bomb guard); 0 = no limit."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
@@ -239,7 +243,7 @@ def align_command(
                    ".jpg .jpeg .png .webp .bmp .tif .tiff)")
     try:
         aligner = Aligner(threshold=threshold, min_face_size=min_face_size, five_points=points.value,
-                          padding=padding.value,
+                          padding=padding.value, mirror_average=mirror_average,
                           max_pixels=int(max_megapixels * 1e6) if max_megapixels > 0 else None)
     except Eg3dInvertError as exc:
         if debug:

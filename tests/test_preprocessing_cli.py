@@ -113,3 +113,19 @@ def test_usage_errors(tmp_path):
     assert result.exit_code == 2
     result = run(tmp_path, "--out", tmp_path / "out", "--all-faces", "--face-index", "1")
     assert result.exit_code == 2
+
+
+def test_mirror_average_flag_gives_mirrored_points(photos, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = np.asarray(Image.open(photos / "astronaut.png"))
+    Image.fromarray(photo).save(src / "a.png")
+    Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(src / "b.png")
+    out = tmp_path / "out"
+    result = run(src, "--out", out, "--mirror-average")
+    assert result.exit_code == 0, result.output
+    a, b = (json.loads((out / f"{n}.json").read_text()) for n in "ab")
+    pa, pb = np.array(a["points"]), np.array(b["points"])
+    back = pb[[1, 0, 2, 4, 3]]  # swap the eyes and the mouth corners
+    back[:, 0] = photo.shape[1] - back[:, 0]
+    np.testing.assert_allclose(pa, back, atol=2e-3)  # points are written with 3 decimals
