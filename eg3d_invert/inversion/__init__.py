@@ -12,8 +12,9 @@ Typical use::
     result.save_generator("photo_tuned.safetensors") # delta against G's checkpoint
     images = result.render(camera)["image"]          # (1, 3, 512, 512) about [-1, 1]
 
-``preset='fast'`` selects this project's shorter schedule; ``'official'`` (the default) the
-published values. See :mod:`.settings` for every knob.
+``preset='official'`` (the default and, for now, the only preset) is the published values;
+shorter schedules tried so far were not reliably as good (see ``benchmarks/inversion_quality.py``).
+See :mod:`.settings` for every knob.
 """
 
 from ._common import Progress, ProgressCallback, prepare_image

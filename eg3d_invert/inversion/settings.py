@@ -14,8 +14,9 @@ The ``'official'`` presets reproduce the published pipelines, value for value:
   LPIPS weight 1, stop once LPIPS <= 0.06, locality regularisation off (PTI's settings when
   on), depth samples x2.
 
-The ``'fast'`` presets are this project's own (see ``benchmarks/inversion_quality.py`` for the
-measurements behind them). Every setting is validated on construction and raises
+Shorter schedules were measured with ``benchmarks/inversion_quality.py`` (scenarios ``fast_*`` and
+``half``) but none matched the official quality on every target, so no faster preset ships yet.
+Every setting is validated on construction and raises
 :class:`~eg3d_invert.errors.ConfigError` naming the field.
 """
 
@@ -226,7 +227,7 @@ class ProjectionSettings(_JsonSettings):
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "ProjectionSettings":
-        """``'official'`` (EG3D-projector) or ``'fast'`` (see module doc), with fields overridden."""
+        """A preset of :data:`PROJECTION_PRESETS` (``'official'``: EG3D-projector), fields overridden."""
         if preset not in PROJECTION_PRESETS:
             raise ConfigError(f"unknown projection preset {preset!r}; choose one of {sorted(PROJECTION_PRESETS)}")
         return dataclasses.replace(PROJECTION_PRESETS[preset], **overrides)
@@ -309,7 +310,7 @@ class TuningSettings(_JsonSettings):
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "TuningSettings":
-        """``'official'`` (PTI) or ``'fast'`` (see module doc), with fields overridden."""
+        """A preset of :data:`TUNING_PRESETS` (``'official'``: PTI), fields overridden."""
         if preset not in TUNING_PRESETS:
             raise ConfigError(f"unknown tuning preset {preset!r}; choose one of {sorted(TUNING_PRESETS)}")
         return dataclasses.replace(TUNING_PRESETS[preset], **overrides)
