@@ -256,3 +256,11 @@ def test_import_stays_cheap():
             "assert 'Inverter' in dir(eg3d_invert); print(eg3d_invert.__version__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_fast_preset_reaches_both_stages():
+    from eg3d_invert.api import resolve_settings
+
+    proj, tun = resolve_settings(preset="fast", pti_steps=20)
+    assert (proj.num_steps, tun.num_steps, tun.learning_rate) == (250, 20, 6e-4)
+    assert tun.locality_regularization and proj.deterministic_render

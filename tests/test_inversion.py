@@ -98,6 +98,18 @@ def test_settings_defaults_are_the_official_ones():
     assert ProjectionSettings.from_preset("official") == p and TuningSettings.from_preset("official") == t
 
 
+def test_fast_preset_halves_the_steps_and_keeps_the_losses():
+    p, t = ProjectionSettings.from_preset("fast"), TuningSettings.from_preset("fast")
+    official = ProjectionSettings(), TuningSettings()
+    assert p.num_steps + t.num_steps <= (official[0].num_steps + official[1].num_steps) / 2
+    assert p.deterministic_render and t.deterministic_render and t.locality_regularization
+    # Everything else (losses, noise schedule, LPIPS nets, early stop) stays official.
+    assert p.replace(num_steps=500, deterministic_render=False) == official[0]
+    assert t.replace(num_steps=350, learning_rate=3e-4, locality_regularization=False,
+                     deterministic_render=False) == official[1]
+    assert ProjectionSettings.from_preset("fast", num_steps=9).num_steps == 9
+
+
 def test_settings_json_round_trip_and_validation():
     s = ProjectionSettings(space="w+", num_steps=7, camera=CameraRefinementSettings(enabled=True))
     assert ProjectionSettings.from_json(s.to_json()) == s

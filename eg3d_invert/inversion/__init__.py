@@ -12,9 +12,8 @@ Typical use::
     result.save_generator("photo_tuned.safetensors") # delta against G's checkpoint
     images = result.render(camera)["image"]          # (1, 3, 512, 512) about [-1, 1]
 
-``preset='official'`` (the default and, for now, the only preset) is the published values;
-shorter schedules tried so far were not reliably as good (see ``benchmarks/inversion_quality.py``).
-See :mod:`.settings` for every knob.
+``preset='official'`` (the default) is the published values; ``preset='fast'`` this project's
+schedule of half the steps (see :mod:`.settings` for it and for every knob).
 """
 
 from ._common import Progress, ProgressCallback, prepare_image

@@ -98,7 +98,7 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
             ``(25,)``/``(1, 25)``.
         space: ``'w'`` or ``'w+'``; overrides ``settings.space`` when given.
         settings: :class:`ProjectionSettings`; default: ``ProjectionSettings.from_preset(preset)``.
-        preset: a name in :data:`PROJECTION_PRESETS` (``'official'``: EG3D-projector's values).
+        preset: a name in :data:`PROJECTION_PRESETS` (``'official'``: EG3D-projector's values; ``'fast'``).
         lpips_model: a prebuilt LPIPS module (default: :func:`load_lpips` of ``settings.lpips_net``).
         callback: called with a :class:`Progress` after every step; returning True stops early
             (the pivot is returned with ``stop_reason='callback'``). ``progress.extra['snapshot']``

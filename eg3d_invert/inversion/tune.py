@@ -59,7 +59,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
             in [-1, 1]).
         camera: its camera (Camera or label ``(25,)``/``(1, 25)``); default: ``pivot.camera``.
         settings: :class:`TuningSettings`; default: ``TuningSettings.from_preset(preset)``.
-        preset: a name in :data:`TUNING_PRESETS` (``'official'``: PTI's values).
+        preset: a name in :data:`TUNING_PRESETS` (``'official'``: PTI's values; ``'fast'``).
         lpips_model: a prebuilt LPIPS module (default: :func:`load_lpips` of ``settings.lpips_net``);
             also used by the locality regulariser.
         callback: called with a :class:`Progress` after every step (and once more when the
