@@ -454,7 +454,7 @@ def invert_command(
     preset: str = typer.Option("official", "--preset",
                                help="Optimisation schedule: official (EG3D-projector 500 W steps + PTI 350 "
                                     "steps) or fast (250 + 175 steps without depth jitter, PTI's locality "
-                                    "regulariser: as good on our benchmarks in ~60% of the time)."),
+                                    "regulariser: as good on our benchmarks in about two thirds of the time)."),
     projector: _Projector = typer.Option(None, "--projector",
                                          help="Latent space: w (official; better novel views) or w+ (closer to the "
                                               "photo, weaker 3D). Default: the preset's (w)."),

@@ -18,7 +18,6 @@ Deliberate differences from the official class:
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Mapping
 
 import torch

@@ -319,7 +319,8 @@ class TuningSettings(_JsonSettings):
 #: without depth jitter, with PTI's locality regulariser. Measured with
 #: ``benchmarks/inversion_quality.py`` (scenario ``half_reg``; tiny_A, two targets, random LPIPS
 #: backbones): every held-out number (PSNR, LPIPS, depth error) at least as good as the official
-#: schedule's, input-view PSNR within 0.4 dB, in about 60 % of its time.
+#: schedule's, input-view PSNR within 0.4 dB, in 60-75 % of its time (the locality term costs an
+#: extra render per tuning step).
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
     "official": ProjectionSettings(),
     "fast": ProjectionSettings(num_steps=250, deterministic_render=True),
