@@ -65,16 +65,10 @@ class OSGDecoder(nn.Module):
         fc0, fc2 = self.net[0], self.net[2]
         w1, b1 = fc0.effective_weight(features.dtype), fc0.effective_bias(features.dtype)
         w2, b2 = fc2.effective_weight(features.dtype), fc2.effective_bias(features.dtype)
-        if need_rgb and torch.is_grad_enabled() and any(
-                t.requires_grad for t in (features, w1, b1, w2, b2)):
-            sigma, rgb = _DecoderMLP.apply(features, w1, b1, w2, b2)
-            return sigma, widen_sigmoid(rgb) if widen else rgb
-        h = F.softplus(torch.addmm(b1, features, w1.t()))
         if not need_rgb:
-            return torch.addmv(b2[0], h, w2[0]), None
-        out = torch.addmm(b2, h, w2.t())
-        rgb = torch.sigmoid(out[:, 1:])
-        return out[:, 0], widen_sigmoid(rgb) if widen else rgb
+            return torch.addmv(b2[0], F.softplus(torch.addmm(b1, features, w1.t())), w2[0]), None
+        sigma, rgb = _DecoderMLP.apply(features, w1, b1, w2, b2)  # no graph is built without gradients
+        return sigma, widen_sigmoid(rgb) if widen else rgb
 
     def forward(self, sampled_features: torch.Tensor, ray_directions: torch.Tensor | None = None) -> dict:
         """Official interface: ``(N, n_planes, M, C)`` -> ``{'rgb': (N, M, 32), 'sigma': (N, M, 1)}``."""
@@ -283,9 +277,7 @@ def _translate_config(rendering_kwargs: Mapping[str, Any]) -> None:
 def _weighted_sum(coef: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
     """``sum_s coef[b, r, s] * colors[b, r, s, :]`` as one batched matrix product: ``(B, R, C)``."""
     b, r, s, c = colors.shape
-    if torch.is_grad_enabled() and (coef.requires_grad or colors.requires_grad):
-        return _WeightedSum.apply(coef.reshape(b * r, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
-    return torch.bmm(coef.reshape(b * r, 1, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
+    return _WeightedSum.apply(coef.reshape(b * r, s), colors.reshape(b * r, s, c)).reshape(b, r, c)
 
 
 class _WeightedSum(torch.autograd.Function):
