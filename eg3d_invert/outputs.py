@@ -153,42 +153,38 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
     written: list[Path] = []
     timings: dict[str, float] = {}
 
-    def stage_progress(stage: str):
-        return (lambda done, total: progress(stage, done, total)) if progress is not None else None
+    @contextlib.contextmanager
+    def stage(name: str, total: int):
+        """Announce ``name`` at 0/``total``, yield its progress callback, then record its time
+        (only if it finished: a failed stage leaves no timing)."""
+        t0 = time.perf_counter()
+        if progress is None:
+            yield None
+        else:
+            progress(name, 0, total)
+            yield lambda done, count: progress(name, done, count)
+        timings[name] = time.perf_counter() - t0
 
     if options.yaws:
-        t0 = time.perf_counter()
-        if progress is not None:
-            progress("views", 0, len(options.yaws))
-        views = result.view_set(options.yaws, options.pitches, sample_mult=options.sample_mult,
-                                progress=stage_progress("views"))
-        written += views.save(directory / VIEWS_DIR, grid_name=None)
-        written.append(save_png(views.grid(), directory / VIEWS_GRID))
-        timings["views"] = time.perf_counter() - t0
+        with stage("views", len(options.yaws)) as report:
+            views = result.view_set(options.yaws, options.pitches, sample_mult=options.sample_mult, progress=report)
+            written += views.save(directory / VIEWS_DIR, grid_name=None)
+            written.append(save_png(views.grid(), directory / VIEWS_GRID))
         if options.depth:
-            t0 = time.perf_counter()
-            if progress is not None:
-                progress("depth", 0, len(options.yaws))
-            depth = result.depth_maps(options.yaws, options.pitches, sample_mult=options.sample_mult,
-                                      progress=stage_progress("depth"))
-            written += depth.save(directory / DEPTH_DIR)
-            timings["depth"] = time.perf_counter() - t0
+            with stage("depth", len(options.yaws)) as report:
+                depth = result.depth_maps(options.yaws, options.pitches, sample_mult=options.sample_mult,
+                                          progress=report)
+                written += depth.save(directory / DEPTH_DIR)
     if options.video:
-        t0 = time.perf_counter()
-        if progress is not None:
-            progress("video", 0, options.frames)
-        info = result.video(directory / VIDEO_FILE, frames=options.frames, fps=options.fps,
-                            sample_mult=options.sample_mult, progress=stage_progress("video"))
-        written.append(info.path)
-        timings["video"] = time.perf_counter() - t0
+        with stage("video", options.frames) as report:
+            info = result.video(directory / VIDEO_FILE, frames=options.frames, fps=options.fps,
+                                sample_mult=options.sample_mult, progress=report)
+            written.append(info.path)
     if options.mesh_formats:
-        t0 = time.perf_counter()
-        if progress is not None:
-            progress("mesh", 0, 1)
-        mesh = result.mesh(options.mesh_resolution, options.mesh_level, progress=stage_progress("mesh"))
-        for fmt in options.mesh_formats:
-            written.append(save_mesh(mesh, directory / f"mesh.{fmt}"))
-        timings["mesh"] = time.perf_counter() - t0
+        with stage("mesh", 1) as report:
+            mesh = result.mesh(options.mesh_resolution, options.mesh_level, progress=report)
+            for fmt in options.mesh_formats:
+                written.append(save_mesh(mesh, directory / f"mesh.{fmt}"))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in written}
     return files, timings
 
