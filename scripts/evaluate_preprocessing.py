@@ -10,8 +10,8 @@ Reports, over the photos of ``evaldata/index.json``:
   official MTCNN points (pixels) and the resulting crop offsets;
 * pose: median / 90th percentile / max absolute yaw and pitch error against the official labels.
 
-Nothing here is fitted to the data: the pose template is built from other photos
-(scripts/build_face_template.py).
+The pose model is fitted to these photos among others (scripts/fit_pose_model.py), so the pose
+errors here are fit-set figures; benchmarks/pose.py measures generalisation to other people.
 """
 
 from __future__ import annotations

@@ -66,8 +66,10 @@ def test_astronaut(aligner, astronaut):
     assert face.label.shape == (25,) and np.all(np.isfinite(face.label))
     assert face.num_faces == 1 and face.face_index == 0 and face.score > 0.99
     # MTCNN's points on this photo (see DEPENDENCIES.md)
-    expected = [[205.0, 101.7], [246.8, 103.7], [224.7, 129.0], [201.7, 139.2], [245.3, 141.9]]
-    np.testing.assert_allclose(face.points, expected, atol=1.0)
+    # integer points, as the official detector writes them (facenet-pytorch's own cascade gives
+    # [[205.0, 101.7], [246.8, 103.7], [224.7, 129.0], [201.7, 139.2], [245.3, 141.9]])
+    expected = [[203, 101], [246, 103], [224, 128], [201, 139], [244, 141]]
+    np.testing.assert_array_equal(face.points, expected)
     assert face.landmarks.shape == (478, 3) and face.landmarks_crop.shape == (478, 2)
     # a near-frontal portrait taken from slightly above
     assert abs(face.yaw) < 5 and 3 < face.pitch < 25 and abs(face.roll) < 8
@@ -92,8 +94,10 @@ def test_grace_hopper_and_convenience_function(aligner, grace):
 
 
 def test_accuracy_against_official_labels(aligner):
-    """Every 12th evaldata photo (yaw -55..+61): errors of our yaw/pitch against the official
-    labels, and of our detector's 5 points against the official MTCNN's."""
+    """Every 12th head-turn photo (yaw -55..+61): our detector's 5 points are the official MTCNN's
+    exactly, and yaw/pitch are near the official labels. This person is in the pose model's fitting
+    data, so the angles are only a sanity check here; generalisation to other people is
+    ``test_pose_model_generalises_person_by_person``."""
     errors, offsets = [], []
     for item in _eval_items()[::12]:
         face = aligner.align(EVALDATA / item["image"])
@@ -102,8 +106,8 @@ def test_accuracy_against_official_labels(aligner):
         offsets.append(np.linalg.norm(face.points - official, axis=1).max())
     err = np.abs(np.array(errors))
     assert np.median(err[:, 0]) <= 2.0 and err[:, 0].max() <= 5.0, err[:, 0]
-    assert np.median(err[:, 1]) <= 2.0 and err[:, 1].max() <= 7.0, err[:, 1]
-    assert np.median(offsets) < 4.0 and max(offsets) < 15.0
+    assert np.median(err[:, 1]) <= 3.0 and err[:, 1].max() <= 7.0, err[:, 1]
+    assert max(offsets) == 0.0
 
 
 def _check_mirrored(face: AlignedFace, mirrored: AlignedFace):
@@ -140,7 +144,7 @@ def test_crop_of_mirrored_photo_is_mirrored_crop(aligner, grace, which):
     mirror-symmetric: they move 1.5-9 px between a photo and its mirror image, and so does the
     crop (1.7 px on grace_hopper, 6.7 px on this evaldata photo)."""
     photo = grace if which == "grace" else _eval_photo(60)
-    pairing = aligner.template.mesh_mirror
+    pairing = aligner.pose_model.mesh_mirror
     for al in (Aligner(five_points="mesh"), Aligner(mirror_average=True)):
         a, b = al.align(photo), al.align(_mirror(photo))
         assert _mirrored_landmark_offset(a, b, pairing) <= 2.0, al.five_points

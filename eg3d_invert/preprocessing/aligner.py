@@ -14,7 +14,7 @@ from ..errors import FaceIndexError, NoFaceError
 from .crop import CropGeometry, Padding, apply_affine, crop_face
 from .detection import Detection, FaceDetector, auto_min_face_size
 from .landmarks import DLIB_FIVE, MESH_FIVE, DlibLandmarker, MeshLandmarker, five_points
-from .pose import FaceTemplate, default_template, fit_mesh_rotation, label_from_rotation, label_roll
+from .pose import PoseModel, default_pose_model, fit_mesh_rotation, label_from_rotation, label_roll, pose_warnings
 from .reading import DEFAULT_MAX_PIXELS, ImageSource, read_image, source_name
 
 FivePointSource = Literal["detector", "mesh", "dlib"]
@@ -49,6 +49,10 @@ class AlignedFace:
         source: where the photo came from (path or a description).
         point_source: which 5 points placed the crop: ``"detector"`` (MTCNN), ``"mesh"``, ``"dlib"``.
         landmarks68: ``(68, 2)`` dlib points in the photo when ``point_source == "dlib"``, else ``None``.
+        pose_warnings: reasons not to trust the pose (empty when none), each
+            ``"<kind>: <message>"`` with kind ``yaw``, ``pitch``, ``roll`` (beyond EG3D's training
+            range), ``border`` (face cut by the photo's border) or ``score`` (low detector
+            confidence); see :func:`~eg3d_invert.preprocessing.pose.pose_warnings`.
     """
 
     image: np.ndarray
@@ -71,6 +75,7 @@ class AlignedFace:
     source: str
     point_source: str = "detector"
     landmarks68: np.ndarray | None = None
+    pose_warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         """JSON-ready description of everything but the image."""
@@ -87,6 +92,7 @@ class AlignedFace:
             "photo_size": list(self.photo_size),
             "photo_to_crop": r(self.photo_to_crop, 8), "crop_to_photo": r(self.crop_to_photo, 8),
             "crop_geometry": self.geometry.to_dict(),
+            "pose_warnings": list(self.pose_warnings),
         }
 
     @classmethod
@@ -111,7 +117,8 @@ class AlignedFace:
             face_index=int(d["face_index"]), photo_to_crop=arr("photo_to_crop"), crop_to_photo=arr("crop_to_photo"),
             geometry=geometry, photo_size=tuple(int(v) for v in d["photo_size"]), source=str(d["source"]),
             point_source=str(d.get("point_source", "detector")),
-            landmarks68=arr("landmarks68") if d.get("landmarks68") is not None else None)
+            landmarks68=arr("landmarks68") if d.get("landmarks68") is not None else None,
+            pose_warnings=tuple(str(w) for w in d.get("pose_warnings", ())))
 
     def save(self, image_path, json_path=None) -> None:
         """Write the crop as PNG and, if ``json_path`` is given, :meth:`to_dict` as JSON; atomically."""
@@ -158,23 +165,23 @@ class Aligner:
         device: torch device for MTCNN.
         dlib_model: path of ``shape_predictor_68_face_landmarks.dat`` (default: found in
             face-recognition-models).
-        template: pose template (default: the packaged one).
+        pose_model: head-pose model (default: the packaged one, see :mod:`.pose`).
     """
 
     def __init__(self, *, threshold: float = 0.9, min_face_size: int | None = None,
                  five_points: FivePointSource = "detector", padding: Padding = "black",
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, device: str = "cpu", dlib_model=None,
-                 template: FaceTemplate | None = None, mirror_average: bool = False):
+                 pose_model: PoseModel | None = None, mirror_average: bool = False):
         if five_points not in ("detector", "mesh", "dlib"):
             raise ValueError(f"five_points must be 'detector', 'mesh' or 'dlib', got {five_points!r}")
         if padding not in ("black", "reflect"):
             raise ValueError(f"padding must be 'black' or 'reflect', got {padding!r}")
-        self.template = template or default_template()
+        self.pose_model = pose_model or default_pose_model()
         self.detector = FaceDetector(threshold, min_face_size, device, mirror_average=mirror_average)
-        self.landmarker = MeshLandmarker(mirror=self.template.mesh_mirror)
+        self.landmarker = MeshLandmarker(mirror=self.pose_model.mesh_mirror)
         self.dlib = None
         if five_points == "dlib":
-            box_map = self.template.dlib_box_map
+            box_map = self.pose_model.dlib_box_map
             self.dlib = DlibLandmarker(dlib_model, box_map=(0.0, 0.0, 1.0) if box_map is None else tuple(box_map))
         self.five_points = five_points
         self.padding = padding
@@ -206,7 +213,7 @@ class Aligner:
 
     def estimate_rotation(self, mesh: np.ndarray) -> np.ndarray:
         """Stage 5: head rotation ``Q`` (face frame -> OpenCV camera), see :mod:`.pose`."""
-        return fit_mesh_rotation(mesh, self.template)
+        return fit_mesh_rotation(mesh, self.pose_model)
 
     # -- whole pipeline --
 
@@ -271,15 +278,18 @@ def _result(crop, rotation, mesh, points, pts68, detection, geometry, name, face
     yaw, pitch = label_angles(label[None])
     to_crop = geometry.photo_to_crop
     mesh = np.asarray(mesh, dtype=np.float64)
+    roll = label_roll(label)
+    warnings = pose_warnings(float(yaw[0]), float(pitch[0]), roll, float(detection.score), mesh,
+                             tuple(geometry.photo_size))
     return AlignedFace(
-        image=crop, label=label, yaw=float(yaw[0]), pitch=float(pitch[0]), roll=label_roll(label),
+        image=crop, label=label, yaw=float(yaw[0]), pitch=float(pitch[0]), roll=roll,
         landmarks=mesh, landmarks_crop=apply_affine(to_crop, mesh[:, :2]),
         points=np.asarray(points, dtype=np.float64), points_crop=apply_affine(to_crop, points),
         box=np.asarray(detection.box, dtype=np.float64), score=float(detection.score),
         num_faces=int(num_faces), face_index=int(face_index), photo_to_crop=to_crop,
         crop_to_photo=geometry.crop_to_photo, geometry=geometry,
         photo_size=tuple(geometry.photo_size), source=name, point_source=point_source,
-        landmarks68=None if pts68 is None else np.asarray(pts68, dtype=np.float64))
+        landmarks68=None if pts68 is None else np.asarray(pts68, dtype=np.float64), pose_warnings=warnings)
 
 
 _DEFAULT: dict = {}

@@ -1,28 +1,26 @@
-"""Face detection with MTCNN (facenet-pytorch), selected the way the official pipeline does.
+"""Face detection with MTCNN, selected the way the official pipeline does.
 
 The official ``batch_mtcnn.py`` runs MTCNN (ipazc/mtcnn, TensorFlow) on the RGB photo, keeps the
 face with the largest ``box_width + box_height`` and accepts it only if its confidence is
-above 0.9. facenet-pytorch's MTCNN is the same network family with the same defaults
-(minimum face 20 px, pyramid factor 0.709, stage thresholds 0.6/0.7/0.7) and its weights ship
-inside the wheel, so detection runs offline. Its 5 points come in the official order: eye on
-the image left, eye on the image right, nose, mouth corner on the image left, on the image right.
+above 0.9. The networks here are facenet-pytorch's copies of the same original MTCNN weights
+(inside its wheel, so detection runs offline), run by :mod:`.mtcnn` with the official package's
+resampling and integer arithmetic: the 5 points are the official ones to the pixel (they are
+integers, as the official pipeline writes them), in the official order: eye on the image left,
+eye on the image right, nose, mouth corner on the image left, on the image right.
 
 MTCNN is not mirror-symmetric: on a photo and on its mirror image the same face gets points
 1.5-9 px apart (after mirroring back), so the crop of a mirrored photo is not the mirrored crop.
-With ``mirror_average=True`` the detector also runs on the mirror image (in the same batch) and
-averages each face's points and box with those of its mirrored counterpart; the points of a
-photo and of its mirror image are then exact mirrors of each other. It is off by default: the
-official pipeline's MTCNN has the same left-right bias, and removing it moves the points away
-from the official ones (on the evaluation set: farthest point 2.3 -> 4.8 px, crop shift
-2.9 -> 6.6 crop px, medians; head pose unchanged). A mirror-consistent point set cannot also
-reproduce a biased one.
+With ``mirror_average=True`` the detector also runs on the mirror image and averages each face's
+points and box with those of its mirrored counterpart; the points of a photo and of its mirror
+image are then exact mirrors of each other. It is off by default: the official pipeline has
+the same left-right bias, and removing it moves the points away from the official ones.
 
-Coordinates, as facenet-pytorch computes them (``detect_face.py``), matter for the mirroring:
-a box ``(x0, y0, x1, y1)`` holds 1-based pixel indices, first and last included (the network
-sees 0-based columns ``x0 - 1 .. x1 - 1``), so it mirrors as ``x -> W + 1 - x``; a point is
-``box_x0 - 1 + p * (x1 - x0 + 1)`` with ``p`` the fraction across that crop, i.e. a pixel *edge*
-coordinate (0 = left edge of the photo), which mirrors as ``x -> W - x``. That is also the
-convention in which the official crop's horizontal placement (``t_x - W/2``) is mirror-symmetric.
+Coordinates, as the cascade computes them: a box ``(x0, y0, x1, y1)`` holds 1-based pixel
+indices, first and last included, so it mirrors as ``x -> W + 1 - x``; a point is
+``x0 - 1 + p * (x1 - x0 + 1)`` (cut to an integer) with ``p`` the fraction across that box, a
+pixel *edge* coordinate (0 = left edge of the photo), which mirrors as ``x -> W - x``. That is
+also the convention in which the official crop's horizontal placement (``t_x - W/2``) is
+mirror-symmetric.
 """
 
 from __future__ import annotations
@@ -31,6 +29,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from .mtcnn import detect_faces
 
 _LOCK = threading.Lock()
 _MTCNN_CACHE: dict = {}
@@ -79,8 +79,10 @@ class Detection:
 
     @property
     def size(self) -> float:
-        """``width + height`` of the box: the official ranking key."""
-        return float((self.box[2] - self.box[0]) + (self.box[3] - self.box[1]))
+        """``width + height`` of the box as the official package reports it (integer corners,
+        clipped at the photo's top-left): the official ranking key."""
+        x0, y0 = max(0, int(self.box[0])), max(0, int(self.box[1]))
+        return float(int(self.box[2] - x0) + int(self.box[3] - y0))
 
     @property
     def center(self) -> np.ndarray:
@@ -232,35 +234,21 @@ class FaceDetector:
 
         height, width = image.shape[:2]
         min_face = self.min_face_size or auto_min_face_size(width, height)
-        batch = np.stack([image, image[:, ::-1]]) if self.mirror_average else image
         with self._lock, torch.inference_mode():
             saved = torch.get_num_threads()
             if self.num_threads is not None:
                 torch.set_num_threads(self.num_threads)
             try:
-                self._model.min_face_size = min_face
-                # A batch of a photo and its mirror: each image's detections are the same whichever
-                # position it has in the batch (checked bit for bit), which keeps the averaging exact.
-                boxes, probs, points = self._model.detect(batch, landmarks=True)
+                boxes, probs, points = detect_faces(image, self._model, min_face, PYRAMID_FACTOR)
+                if self.mirror_average:
+                    m_boxes, _, m_points = detect_faces(np.ascontiguousarray(image[:, ::-1]), self._model,
+                                                        min_face, PYRAMID_FACTOR)
             finally:
                 torch.set_num_threads(saved)
-        if self.mirror_average:
-            (boxes, m_boxes), (probs, _), (points, m_points) = boxes, probs, points
-        boxes, probs, points = _as_arrays(boxes, probs, points)
         if len(boxes) == 0:
             return []
         if self.mirror_average:
-            m_boxes, _, m_points = _as_arrays(m_boxes, None, m_points)
             boxes, points = average_with_mirror(boxes, points, m_boxes, m_points, width)
         found = [Detection(b, float(p), pt) for b, p, pt in zip(boxes, probs, points) if p > self.threshold]
         # Stable sort: ties keep the detector's (probability) order.
         return sorted(found, key=lambda d: -d.size)
-
-
-def _as_arrays(boxes, probs, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """facenet-pytorch's per-image outputs (``None`` when nothing was found) as float64 arrays."""
-    if boxes is None or points is None or len(boxes) == 0:
-        return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
-    return (np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-            None if probs is None else np.asarray(probs, dtype=np.float64).reshape(-1),
-            np.asarray(points, dtype=np.float64).reshape(-1, 5, 2))

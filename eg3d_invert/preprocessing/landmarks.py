@@ -253,7 +253,7 @@ class DlibLandmarker:
             ``$EG3D_INVERT_DLIB_MODEL``).
         box_map: ``(dx, dy, scale)`` turning an MTCNN box into the square box the predictor was
             trained with (dlib's HOG detector boxes): centre shifted by ``(dx, dy)`` box sizes,
-            side = ``scale`` x mean box side. Calibrated by ``scripts/build_face_template.py``.
+            side = ``scale`` x mean box side. Calibrated by ``scripts/fit_pose_model.py``.
     """
 
     name = "dlib"
