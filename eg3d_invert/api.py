@@ -364,7 +364,8 @@ class InversionResult:
             "settings": {k: v for k, v in self.settings.items() if k != "photo"},
             "versions": package_versions(),
             "camera": {"yaw_deg": yaw, "pitch_deg": pitch, "estimate_yaw_deg": round(self.aligned.yaw, 3),
-                       "estimate_pitch_deg": round(self.aligned.pitch, 3), "roll_deg": round(self.aligned.roll, 3)},
+                       "estimate_pitch_deg": round(self.aligned.pitch, 3), "roll_deg": round(self.aligned.roll, 3),
+                       "pose_warnings": list(self.aligned.pose_warnings)},
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "losses": {
                 "project": _stage_summary(self.pivot.history, self.pivot.steps, self.pivot.stop_reason),
@@ -385,6 +386,7 @@ class InversionResult:
             "label": [float(v) for v in self.camera.reshape(-1)],
             "label_estimate": [float(v) for v in (est if est is not None else self.aligned.label).reshape(-1)],
             "yaw_deg": yaw, "pitch_deg": pitch,
+            "pose_warnings": list(self.aligned.pose_warnings),
             "camera_correction": self.tuning.camera_correction or self.pivot.camera_correction,
             "image": ALIGNED_PNG,
             "aligned": self.aligned.to_dict(),

@@ -267,6 +267,10 @@ def align_command(
 
                         progress.console.print("".join(traceback.format_exception(result.exception)),
                                                highlight=False, markup=False)
+                for face in result.faces if result.ok else ():
+                    if face.pose_warnings:
+                        progress.console.print(f"[bold yellow]warning:[/] {result.source}: "
+                                               + "; ".join(face.pose_warnings), highlight=False, soft_wrap=True)
                 progress.update(task, advance=1, description=result.source.name)
     except KeyboardInterrupt:
         interrupted = True
@@ -279,7 +283,8 @@ def align_command(
                "photos": [{"source": str(r.source), "ok": r.ok, "error": r.error, "files": r.files,
                            "faces": [{"file": f, "face_index": face.face_index, "num_faces": face.num_faces,
                                       "yaw": round(face.yaw, 3), "pitch": round(face.pitch, 3),
-                                      "roll": round(face.roll, 3), "score": round(face.score, 6)}
+                                      "roll": round(face.roll, 3), "score": round(face.score, 6),
+                                      "pose_warnings": list(face.pose_warnings)}
                                      for f, face in zip(r.files, r.faces)]}
                           for r in results]}
         typer.echo(json.dumps(doc, indent=2))
@@ -294,9 +299,10 @@ def align_command(
                 table.add_row(str(r.source), "[red]failed[/]", "", "", "", "", r.error)
                 continue
             for f, face in zip(r.files, r.faces):
-                note = ""
+                notes = [w.split(":")[0] for w in face.pose_warnings]
                 if face.num_faces > 1 and not all_faces:
-                    note = f"{face.num_faces} faces; kept #{face.face_index} (by size)"
+                    notes.insert(0, f"{face.num_faces} faces; kept #{face.face_index} (by size)")
+                note = "; ".join(notes)
                 table.add_row(str(r.source), f"[green]{f}[/]", str(face.num_faces), f"{face.yaw:+.1f}",
                               f"{face.pitch:+.1f}", f"{face.roll:+.1f}", note)
         out_console.print(table)

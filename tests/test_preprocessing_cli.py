@@ -129,3 +129,23 @@ def test_mirror_average_flag_gives_mirrored_points(photos, tmp_path):
     back = pb[[1, 0, 2, 4, 3]]  # swap the eyes and the mouth corners
     back[:, 0] = photo.shape[1] - back[:, 0]
     np.testing.assert_allclose(pa, back, atol=2e-3)  # points are written with 3 decimals
+
+
+def test_pose_warnings_are_printed_and_recorded(tmp_path):
+    """A face cut by the photo's bottom edge is aligned, with a one-line warning on stderr and
+    ``pose_warnings`` in NAME.json and in --json; an ordinary portrait gets none."""
+    import skimage.data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(src / "whole.png")
+    Image.fromarray(np.ascontiguousarray(skimage.data.astronaut()[:132])).save(src / "cut.png")
+    out = tmp_path / "out"
+    result = run(src, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "cut.png" in result.stderr and "border:" in result.stderr
+    assert result.stderr.count("warning:") == 1
+    doc = {p["source"].split("/")[-1]: p for p in json.loads(result.stdout)["photos"]}
+    assert "border" in [w.split(":")[0] for w in doc["cut.png"]["faces"][0]["pose_warnings"]]
+    assert doc["whole.png"]["faces"][0]["pose_warnings"] == []
+    assert json.loads((out / "cut.json").read_text())["pose_warnings"][0].startswith("border:")
