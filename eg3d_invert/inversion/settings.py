@@ -62,6 +62,20 @@ def _bool(obj, name: str) -> None:
     _check(isinstance(getattr(obj, name), bool), name, "must be True or False", getattr(obj, name))
 
 
+def _check_coarse(obj) -> None:
+    _positive_int(obj, "coarse_steps", allow_zero=True)
+    _check(obj.coarse_steps <= obj.num_steps, "coarse_steps", f"must be at most num_steps ({obj.num_steps})",
+           obj.coarse_steps)
+    _finite(obj, "coarse_resolution", lo_open=True, hi=1.0)
+    _finite(obj, "coarse_sample_mult", lo_open=True, hi=16)
+
+
+def coarse_resolution(settings, neural_rendering_resolution: int) -> int:
+    """Raw render size of a coarse step: ``coarse_resolution`` of the checkpoint's, at least 32 px
+    (the smallest image on which both LPIPS networks still have every layer)."""
+    return max(32, int(round(neural_rendering_resolution * settings.coarse_resolution)))
+
+
 class _JsonSettings:
     """JSON round trip shared by the settings classes (nested settings become nested objects)."""
 
@@ -166,6 +180,13 @@ class ProjectionSettings(_JsonSettings):
         init_candidates, init_truncation: the candidates of ``init='search'``.
         seed: seeds every random draw (latent noise, noise maps, depth jitter, candidates).
         camera: joint camera refinement (off in the official projector).
+        coarse_steps: the first this many steps are coarse (0 = official): the raw neural render
+            at ``coarse_resolution`` times the checkpoint's neural rendering resolution (at least
+            32 px) with ``coarse_sample_mult`` depth samples, no super-resolution, compared by
+            LPIPS with the photo area-downsampled to that size. EG3D's dual discrimination
+            trains the raw render to be the downsampled image, and a W latent is decided by
+            coarse structure, so these steps do most of the work at a fraction of the cost.
+        coarse_resolution, coarse_sample_mult: see ``coarse_steps``.
     """
 
     space: str = "w"
@@ -190,6 +211,9 @@ class ProjectionSettings(_JsonSettings):
     init_truncation: float = 0.7
     seed: int = 0
     camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+    coarse_steps: int = 0
+    coarse_resolution: float = 0.5
+    coarse_sample_mult: float = 1.0
 
     _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
 
@@ -223,6 +247,7 @@ class ProjectionSettings(_JsonSettings):
         _positive_int(self, "seed", allow_zero=True)
         _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
                self.camera)
+        _check_coarse(self)
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "ProjectionSettings":
@@ -255,6 +280,13 @@ class TuningSettings(_JsonSettings):
             them) instead of the generator's own. The official pipeline discards them.
         seed: seeds the depth jitter and the locality samples.
         camera: joint camera refinement.
+        coarse_steps: the first this many steps are coarse (0 = official): L2 + LPIPS between
+            the raw neural render at ``coarse_resolution`` times the checkpoint's neural rendering
+            resolution (``coarse_sample_mult`` depth samples, no super-resolution) and the photo
+            area-downsampled to that size; the backbone and the decoder (shape and colour) do
+            most of their moving there, cheaply. The LPIPS threshold is checked on full-size
+            steps only (a distance at another resolution is another scale).
+        coarse_resolution, coarse_sample_mult: see ``coarse_steps``.
     """
 
     num_steps: int = 350
@@ -276,6 +308,9 @@ class TuningSettings(_JsonSettings):
     use_pivot_noise: bool = False
     seed: int = 0
     camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+    coarse_steps: int = 0
+    coarse_resolution: float = 0.5
+    coarse_sample_mult: float = 1.0
 
     _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
 
@@ -306,6 +341,7 @@ class TuningSettings(_JsonSettings):
         _positive_int(self, "seed", allow_zero=True)
         _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
                self.camera)
+        _check_coarse(self)
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "TuningSettings":
