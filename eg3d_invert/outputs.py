@@ -34,6 +34,7 @@ from ._io import write_json_atomic
 from .api import (ALIGNED_PNG, CAMERA_JSON, PIVOT_PT, RECONSTRUCTION_PNG, RENDER_SAMPLE_MULT, REPORT_JSON,
                   RESULT_FORMAT, TUNED_SAFETENSORS, InversionResult)
 from .errors import ConfigError
+from .render.depth import DepthMaps
 from .render.mesh import DEFAULT_LEVEL, MESH_FORMATS, save_mesh
 from .render.video import DEFAULT_FPS, DEFAULT_FRAMES
 from .render.views import DEFAULT_YAWS, save_png
@@ -171,10 +172,8 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
             written += views.save(directory / VIEWS_DIR, grid_name=None)
             written.append(save_png(views.grid(), directory / VIEWS_GRID))
         if options.depth:
-            with stage("depth", len(options.yaws)) as report:
-                depth = result.depth_maps(options.yaws, options.pitches, sample_mult=options.sample_mult,
-                                          progress=report)
-                written += depth.save(directory / DEPTH_DIR)
+            with stage("depth", len(options.yaws)):  # the views' renders carried the depth maps
+                written += DepthMaps.from_views(views).save(directory / DEPTH_DIR)
     if options.video:
         with stage("video", options.frames) as report:
             info = result.video(directory / VIDEO_FILE, frames=options.frames, fps=options.fps,

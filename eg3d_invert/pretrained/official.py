@@ -11,6 +11,7 @@ Two official formats are read:
 from __future__ import annotations
 
 import copy
+import operator
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -78,12 +79,25 @@ def build_generator(init_kwargs: Mapping[str, Any], state_dict: Mapping[str, tor
         if wrong:
             parts.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]})")
         raise CheckpointError(f"{source}: tensors do not match the generator configuration: " + "; ".join(parts))
+    try:
+        nrr = operator.index(neural_rendering_resolution)  # ints, numpy ints; not floats, strings or bools
+    except TypeError:
+        nrr = None
+    if nrr is None or isinstance(neural_rendering_resolution, bool) or nrr < 1:
+        raise CheckpointError(f"{source}: neural_rendering_resolution must be a positive integer, "
+                              f"got {neural_rendering_resolution!r}")
+    if rendering_kwargs is not None:
+        if not isinstance(rendering_kwargs, Mapping):
+            raise CheckpointError(f"{source}: rendering_kwargs must be a dict, got {type(rendering_kwargs).__name__}")
+        G.rendering_kwargs = dict(rendering_kwargs)
+        try:
+            G.render_settings()  # the settings the file's generator renders with, not only its init's
+        except ConfigError as exc:
+            raise CheckpointError(f"{source}: unsupported generator configuration ({exc})") from None
     device = torch.device(device)
     G.load_state_dict({k: tensors[k].detach().to(device=device, dtype=expected[k].dtype).contiguous()
                        for k in expected}, strict=True, assign=True)
-    G.neural_rendering_resolution = int(neural_rendering_resolution)
-    if rendering_kwargs is not None:
-        G.rendering_kwargs = dict(rendering_kwargs)
+    G.neural_rendering_resolution = nrr
     return G.eval().requires_grad_(False)
 
 
@@ -95,7 +109,7 @@ def generator_from_record(rec: ModuleRecord, source: str, device="cpu") -> TriPl
         raise CheckpointError(f"{source}: unexpected positional init arguments in G_ema")
     state_rk = rec.attribute("rendering_kwargs")
     return build_generator(rec.init_kwargs, rec.tensors(), source=source, device=device,
-                           neural_rendering_resolution=int(rec.attribute("neural_rendering_resolution", 64)),
+                           neural_rendering_resolution=rec.attribute("neural_rendering_resolution", 64),
                            rendering_kwargs=dict(state_rk) if isinstance(state_rk, dict) else None)
 
 
