@@ -205,7 +205,7 @@ def checkpoint_info(G) -> dict[str, Any]:
     from .inversion.results import base_info_for
 
     info = dict(base_info_for(G))
-    info["format"] = getattr(G, "checkpoint_format", None)
+    info["format"] = G.checkpoint_format
     return info
 
 
@@ -448,7 +448,7 @@ class InversionResult:
         pivot = Pivot.load(directory / PIVOT_PT)
         base_G = load_base_generator(directory / TUNED_SAFETENSORS, base, device)
         G = load_generator(directory / TUNED_SAFETENSORS, device=base_G.device, base=base_G)
-        G.checkpoint_path = None  # a tuned copy: not the base checkpoint file
+        G.checkpoint_path = G.checkpoint_format = None  # a tuned copy: not the base checkpoint file
         settings = dict(report.get("settings") or {})
         if report.get("photo") is not None:
             settings["photo"] = report["photo"]

@@ -325,3 +325,13 @@ def test_4x_without_resize_reproduces_the_official_raw_side_effect_and_keeps_gra
     assert torch.isfinite(ws.grad).all()
     G.official_aliased_raw = False
     torch.testing.assert_close(G.synthesis(ws, c, deterministic=True)["image_raw"], clean)
+
+
+def test_checkpoint_source_is_a_declared_field_of_the_generator(tmp_path):
+    with torch.device("meta"):
+        built = TriPlaneGenerator(**FFHQ512_128_INIT_KWARGS)
+    assert built.checkpoint_path is None and built.checkpoint_format is None  # built in memory: no file
+    G = tiny()
+    assert G.checkpoint_path.endswith("tiny_A.pkl") and G.checkpoint_format == "official-pickle"
+    G2 = load_generator(save_generator(G, tmp_path / "g.safetensors"))
+    assert G2.checkpoint_path == str(tmp_path / "g.safetensors") and G2.checkpoint_format == "safetensors"

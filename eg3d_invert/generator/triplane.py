@@ -128,6 +128,11 @@ class TriPlaneGenerator(nn.Module):
         #: what the official code returns (the raw render plus the first SR block's RGB, an
         #: in-place side effect there). False: always the composited raw render.
         self.official_aliased_raw = True
+        #: The file the weights were read from and its format (``'official-pickle'``, ``'torch'``,
+        #: ``'safetensors'``), set by :func:`~eg3d_invert.pretrained.load_generator`; None for a
+        #: generator built in memory or changed since (a tuned copy), which then is no file's.
+        self.checkpoint_path: str | None = None
+        self.checkpoint_format: str | None = None
 
     # --- construction helpers ------------------------------------------------------------------
 

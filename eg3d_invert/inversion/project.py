@@ -157,7 +157,7 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
                      noise={k: v.detach().clone().cpu() for k, v in noise.items()} or None,
                      settings=settings.to_dict(), history=list(history), steps=state["step"], stop_reason=reason,
                      camera_correction=correction.summary() if correction is not None else None,
-                     source=getattr(G, "checkpoint_path", None))
+                     source=G.checkpoint_path)
 
     stop_reason = "completed"
     try:

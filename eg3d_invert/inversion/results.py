@@ -172,7 +172,7 @@ def base_info_for(G) -> dict[str, Any]:
     be read by passing that generator as ``base=``)."""
     from ..pretrained import file_sha256, get_model_info
 
-    path = getattr(G, "checkpoint_path", None)
+    path = G.checkpoint_path
     if path and Path(path).is_file():
         info: dict[str, Any] = {"sha256": file_sha256(path), "path": str(Path(path).resolve())}
         try:

@@ -87,7 +87,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
         raise ValueError(f"pivot ws must be (1, {G.num_ws}, {G.w_dim}) for this generator, got {tuple(ws.shape)}")
 
     G_tuned = copy.deepcopy(G).eval()
-    G_tuned.checkpoint_path = None  # it no longer is the file it was loaded from
+    G_tuned.checkpoint_path = G_tuned.checkpoint_format = None  # it no longer is the file it was loaded from
     if settings.use_pivot_noise and pivot.noise:
         install_noise(G_tuned, pivot.noise)
     G_tuned.requires_grad_(True)

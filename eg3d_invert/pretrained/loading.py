@@ -127,8 +127,7 @@ def resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneG
     """
     want = info["sha256"]
     if isinstance(base, TriPlaneGenerator):
-        have = getattr(base, "checkpoint_sha256", None) or (
-            file_sha256(base.checkpoint_path) if getattr(base, "checkpoint_path", None) else None)
+        have = file_sha256(base.checkpoint_path) if base.checkpoint_path else None
         if have is not None and have != want:
             raise CheckpointError(f"{path}: was tuned from a base with sha256 {want[:12]}..., "
                                   f"but the given base has {have[:12]}...")
@@ -159,7 +158,7 @@ def describe_checkpoint(path: str | os.PathLike, G: TriPlaneGenerator | None = N
     n_params = sum(p.numel() for p in G.parameters())
     return {
         "path": str(path),
-        "format": getattr(G, "checkpoint_format", detect_format(path)),
+        "format": G.checkpoint_format or detect_format(path),
         "file_size": path.stat().st_size,
         "sha256": file_sha256(path),
         "img_resolution": G.img_resolution,
