@@ -81,3 +81,17 @@ def test_orbit_direction_and_one_whole_loop():
     assert (yaw[1:n // 2] > 0).all() and (yaw[n // 2 + 1:] < 0).all()
     step = 1.2 * np.abs(np.diff(yaw)).max()  # 3.14 for pi leaves the loop a little open
     assert abs(yaw[-1] - yaw[0]) <= step and abs(pitch[-1] - pitch[0]) <= step
+
+
+def test_camera_sphere_comes_from_the_checkpoint_or_the_official_defaults():
+    from types import SimpleNamespace
+
+    from eg3d_invert.errors import ConfigError
+
+    ffhq = SimpleNamespace(rendering_kwargs={"avg_camera_pivot": [0, 0, 0.2], "avg_camera_radius": 2.7})
+    assert C.camera_sphere(ffhq) == ((0.0, 0.0, 0.2), 2.7)
+    bare = SimpleNamespace(rendering_kwargs={})  # gen_samples.py / gen_videos.py fall back to these
+    assert C.camera_sphere(bare) == (C.OFFICIAL_DEFAULT_PIVOT, C.OFFICIAL_DEFAULT_RADIUS)
+    for bad in ({"avg_camera_pivot": "front"}, {"avg_camera_pivot": [0, 0]}, {"avg_camera_radius": -1}):
+        with pytest.raises(ConfigError, match="camera sphere"):
+            C.camera_sphere(SimpleNamespace(rendering_kwargs=bad))

@@ -19,6 +19,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..camera import camera_sphere
 from ..errors import InterruptedRun
 from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise, log_step,
                       prepare_image, seeded_generator)
@@ -94,7 +95,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     correction = None
     if settings.camera.enabled:
         correction = CameraCorrection(settings.camera.rotation_sigma_deg, settings.camera.translation_sigma,
-                                      G.rendering_kwargs.get("avg_camera_pivot", (0.0, 0.0, 0.2))).to(dev)
+                                      camera_sphere(G)[0]).to(dev)
     groups = [{"params": [p for p in G_tuned.parameters()], "lr": settings.learning_rate}]
     if correction is not None:
         groups.append({"params": list(correction.parameters()), "lr": settings.camera.learning_rate})
