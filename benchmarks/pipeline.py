@@ -97,7 +97,8 @@ def _worker(config: str, steps: int, pti_steps: int, frames: int, mesh_res: int,
     try:
         result.mesh(mesh_res, level)
     except EmptyMeshError:
-        from eg3d_invert.render.mesh import dense_density, plane_density
+        from eg3d_invert.render.lattice import dense_density
+        from eg3d_invert.render.mesh import plane_density
 
         coarse = dense_density(plane_density(result.scene), 64, result.scene.box_warp)
         level = float(0.9 * coarse.max())
