@@ -61,9 +61,11 @@ def _worker(config: str, steps: int, pti_steps: int, frames: int, mesh_res: int,
     import torch
 
     sys.path.insert(0, str(REPO))
-    from eg3d_invert.api import Inverter, resolve_settings
+    from eg3d_invert.api import Inverter
+    from eg3d_invert.inversion.settings import resolve_settings
     from eg3d_invert.inversion import load_lpips
-    from eg3d_invert.outputs import RenderOptions, write_renders
+    from eg3d_invert.options import RenderOptions
+    from eg3d_invert.outputs import write_renders
     from eg3d_invert.preprocessing import Aligner
     from eg3d_invert.render import EmptyMeshError
 

@@ -1,15 +1,19 @@
-"""Many photos into one output folder: the engine of ``eg3d-invert PHOTO_OR_FOLDER... --out DIR``.
+"""Many photos (or saved results) into one output folder: the engine of ``invert`` and ``render``.
 
-Each photo gets its own folder ``DIR/NAME/`` (see :mod:`eg3d_invert.outputs`); ``NAME`` is the
-photo's stem, made unique with ``_2``, ``_3``, ... when two photos share one or when the folder
-already holds another photo's result, so no result ever overwrites another. A photo that fails
-(unreadable, no face, a diverging optimisation, an empty mesh) is recorded and the batch goes on.
-With ``resume=True`` a photo whose folder is complete for the same photo bytes, checkpoint and
-settings is skipped; one whose inversion is complete but whose renders are not is only
-re-rendered from the saved result.
+:func:`run_batch` inverts photos: each gets its own folder ``DIR/NAME/`` (see
+:mod:`eg3d_invert.result_folder`); ``NAME`` is the photo's stem, made unique with ``_2``, ``_3``,
+... when two photos share one or when the folder already holds another photo's result, so no
+result ever overwrites another. With ``resume=True`` a photo whose folder is complete for the
+same photo bytes, checkpoint and settings is skipped; one whose inversion is complete but whose
+renders are not is only re-rendered from the saved result.
 
-Nothing is written outside ``DIR``, no input photo is ever overwritten, and a folder of ``DIR``
-that holds input photos is never used as a result folder.
+:func:`render_results` re-renders saved results (in place, or into complete copies under
+another folder) without inverting again.
+
+Either way a photo or folder that fails (unreadable, no face, a diverging optimisation, a
+missing base checkpoint) is recorded and the batch goes on. Nothing is written outside ``DIR``,
+no input photo is ever overwritten, and a folder of ``DIR`` that holds input photos is never
+used as a result folder.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ._io import write_json_atomic
-from .api import ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, InversionResult, Inverter, package_versions
-from .errors import Eg3dInvertError, InterruptedRun
+from .api import Inverter
+from .errors import CheckpointError, Eg3dInvertError, InterruptedRun
 from .inversion import Progress
-from .outputs import (RenderOptions, finish_report, folder_status, inversion_key, mark_renders_pending, read_report,
-                      write_renders)
+from .options import RenderOptions
+from .outputs import write_renders
 from .preprocessing.batch import IMAGE_SUFFIXES, collect_photos
+from .result import InversionResult
+from .result_folder import (ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, TUNED_SAFETENSORS, finish_report, folder_status,
+                            inversion_key, mark_renders_pending, package_versions, read_report)
 
 SUMMARY_JSON = "summary.json"
 
@@ -40,7 +47,7 @@ BatchProgress = Callable[[str, int, "int | None", str], None]
 
 @dataclass
 class PhotoOutcome:
-    """What happened to one input photo.
+    """What happened to one input photo (or saved result).
 
     Attributes:
         source: the input path as given (or found in a folder).
@@ -111,6 +118,18 @@ def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) 
                     exclude.append(Path(root))
                     dirs[:] = []
     return collect_photos(inputs, exclude=exclude)
+
+
+def find_results(paths: Iterable[os.PathLike | str]) -> list[Path]:
+    """Result folders among ``paths``: each one itself if it holds a report, else its
+    subfolders that do (a batch output folder)."""
+    found = []
+    for p in map(Path, paths):
+        if (p / REPORT_JSON).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(d for d in p.iterdir() if d.is_dir() and (d / REPORT_JSON).is_file())
+    return found
 
 
 def _owner(directory: Path) -> str | None:
@@ -257,6 +276,86 @@ def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str
         yield outcome
 
 
+# --- saved results ------------------------------------------------------------------------------------
+
+
+def render_result(source: Path, target: Path, options: RenderOptions, *, base=None, device="auto",
+                  bases: dict | None = None, progress: BatchProgress | None = None) -> PhotoOutcome:
+    """Re-render the saved result ``source`` into ``target`` (``source`` itself, or a new folder
+    that receives a complete copy of the result), without inverting.
+
+    ``base`` names the base checkpoint when it is no longer where the result records it;
+    ``bases`` caches loaded base generators by SHA-256 across calls. Failures become a failed
+    outcome, as in :func:`invert_photo`.
+    """
+    from .pretrained import load_base_generator
+    from .pretrained.native import read_header
+
+    outcome = PhotoOutcome(source, target.name, target)
+    bases = {} if bases is None else bases
+    start, stage = time.perf_counter(), "load"
+
+    def report_progress(name: str, done: int, total: int | None, info: str = "") -> None:
+        nonlocal stage
+        stage = name
+        if progress is not None:
+            progress(name, done, total, info)
+
+    try:
+        report_progress("load", 0, 1)
+        key = ((read_header(source / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
+        if key not in bases:
+            try:
+                bases[key] = load_base_generator(source / TUNED_SAFETENSORS, base, device)
+            except CheckpointError as exc:
+                if base is not None:
+                    raise
+                raise CheckpointError(f"{exc} (name it with base=, on the command line --base)") from None
+        result = InversionResult.load(source, base=bases[key])
+        report_progress("load", 1, 1)
+        if target.resolve() != source.resolve():
+            stage = "save"
+            (target / REPORT_JSON).unlink(missing_ok=True)
+            result.save(target)
+        mark_renders_pending(target)
+        files, timings = write_renders(result, target, options,
+                                       progress=lambda name, done, total: report_progress(name, done, total))
+        outcome.report = finish_report(target, options, files, timings)
+        outcome.status, outcome.action = "ok", "rendered"
+    except (KeyboardInterrupt, InterruptedRun):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the others
+        detail = _one_line(exc) if isinstance(exc, Eg3dInvertError) else \
+            f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+        outcome.error = f"{source}: {stage}: {detail}"
+        outcome.exception, outcome.stage = exc, stage
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def render_results(sources: Sequence[Path], options: RenderOptions, *, out: os.PathLike | str | None = None,
+                   base=None, device="auto", progress: BatchProgress | None = None) -> Iterator[PhotoOutcome]:
+    """Re-render saved results (:func:`find_results`) in place, or into ``out/NAME/`` copies;
+    yields one outcome per result, in order. Interrupts propagate as in :func:`run_batch`."""
+    bases: dict = {}
+    used: set[str] = set()
+    for i, source in enumerate(sources):
+        if progress is not None:
+            progress("photo", i, len(sources), str(source))
+        name, k = source.name, 1
+        while out is not None and name.lower() in used:
+            k += 1
+            name = f"{source.name}_{k}"
+        used.add(name.lower())
+        target = source if out is None else Path(out) / name
+        yield render_result(source, target, options, base=base, device=device, bases=bases, progress=progress)
+        if progress is not None:
+            progress("photo", i + 1, len(sources), str(source))
+
+
+# --- the summary --------------------------------------------------------------------------------------
+
+
 def summary(outcomes: Sequence[PhotoOutcome], *, out: os.PathLike | str, interrupted: bool = False,
             pending: Sequence[Path] = (), settings: dict[str, Any] | None = None,
             seconds: float | None = None) -> dict[str, Any]:
@@ -281,5 +380,6 @@ def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
     return path
 
 
-__all__ = ["PhotoOutcome", "collect_inputs", "is_result_folder", "plan_names", "invert_photo", "run_batch", "summary", "write_summary",
-           "SUMMARY_JSON", "IMAGE_SUFFIXES", "BatchProgress"]
+__all__ = ["PhotoOutcome", "collect_inputs", "find_results", "is_result_folder", "plan_names", "invert_photo",
+           "run_batch", "render_result", "render_results", "summary", "write_summary", "SUMMARY_JSON",
+           "IMAGE_SUFFIXES", "BatchProgress"]

@@ -19,6 +19,8 @@ import typer.core
 from rich.console import Console
 
 from .errors import Eg3dInvertError
+from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
+from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
 
 class _DefaultCommandGroup(typer.core.TyperGroup):
     """Runs ``invert`` when the first argument is neither a command nor a root option, so that
@@ -319,8 +321,8 @@ class _Projector(str, Enum):
     w_plus = "w+"
 
 
-_DEFAULT_VIEWS = "-30,-15,0,15,30"
-_RENDER_STAGES = ("views", "depth", "video", "mesh")
+_RENDER = RenderOptions()  # the defaults every render option shows
+_DEFAULT_VIEWS = format_views(_RENDER.yaws, _RENDER.pitches)
 
 
 class _Display:
@@ -368,17 +370,13 @@ class _Display:
 
 
 def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
-                    mesh_level: float):
+                    mesh_level: float) -> RenderOptions:
     """Command-line render options -> :class:`RenderOptions`; a bad value is a usage error (exit 2)."""
-    from .errors import ConfigError
-    from .outputs import RenderOptions, parse_views
-
     try:
         yaws, pitches = parse_views(views)
-        formats = () if mesh.strip().lower() in ("none", "") else tuple(f.strip() for f in mesh.split(","))
         return RenderOptions(yaws=yaws, pitches=pitches, depth=depth, video=video, frames=frames, fps=fps,
-                             mesh_formats=formats, mesh_resolution=mesh_res, mesh_level=mesh_level)
-    except ConfigError as exc:
+                             mesh_formats=parse_mesh_formats(mesh), mesh_resolution=mesh_res, mesh_level=mesh_level)
+    except Eg3dInvertError as exc:
         raise fail(str(exc), code=2) from None
 
 
@@ -413,6 +411,21 @@ def _outcome_table(title: str, outcomes) -> "object":
     return table
 
 
+def _run(kind: str, outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
+    """Drain a batch generator, showing each failure as it happens; Ctrl-C ends it cleanly."""
+    from .errors import InterruptedRun
+
+    outcomes, interrupted = [], False
+    try:
+        for outcome in outcomes_iter:
+            outcomes.append(outcome)
+            if not outcome.ok:
+                display.error(outcome.error, outcome.exception, debug)
+    except (KeyboardInterrupt, InterruptedRun):
+        interrupted = True
+    return outcomes, interrupted
+
+
 def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: bool, json_output: bool, quiet: bool,
                   doc: dict, table_title: str) -> None:
     """Print the table or JSON, the one-line summary, and exit with the documented code."""
@@ -441,6 +454,11 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
         raise typer.Exit(1)
 
 
+_PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PRESETS['official'].num_steps} W steps + "
+                f"PTI {TUNING_PRESETS['official'].num_steps} steps) or fast (ours: {describe_preset('fast')}; as good "
+                f"on our benchmarks in about two thirds of the time).")
+
+
 @app.command("invert")
 def invert_command(
     inputs: list[Path] = typer.Argument(..., metavar="PHOTO_OR_FOLDER...",
@@ -451,29 +469,33 @@ def invert_command(
                                 help="Checkpoint: a registry name (see `eg3d-invert models`; downloaded on first "
                                      "use) or a .pkl/.safetensors file."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, ..."),
-    preset: str = typer.Option("official", "--preset",
-                               help="Optimisation schedule: official (EG3D-projector 500 W steps + PTI 350 "
-                                    "steps) or fast (250 + 175 steps without depth jitter, PTI's locality "
-                                    "regulariser: as good on our benchmarks in about two thirds of the time)."),
+    preset: str = typer.Option("official", "--preset", help=_PRESET_HELP),
     projector: _Projector = typer.Option(None, "--projector",
                                          help="Latent space: w (official; better novel views) or w+ (closer to the "
                                               "photo, weaker 3D). Default: the preset's (w)."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Projection steps (default: the preset's, 500 or 250)."),
-    pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, 350 or 175)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random draw (same seed, same result)."),
+    steps: int = typer.Option(None, "--steps", min=1,
+                              help="Projection steps (default: the preset's, "
+                                   f"{PROJECTION_PRESETS['official'].num_steps} or {PROJECTION_PRESETS['fast'].num_steps})."),
+    pti_steps: int = typer.Option(None, "--pti-steps", min=1,
+                                  help="Tuning steps (default: the preset's, "
+                                       f"{TUNING_PRESETS['official'].num_steps} or {TUNING_PRESETS['fast'].num_steps})."),
+    seed: int = typer.Option(PROJECTION_PRESETS["official"].seed, "--seed", min=0,
+                             help="Seed of every random draw (same seed, same result)."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also refine the estimated camera pose."),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees (yaw + toward the subject's left, pitch + from above), "
                                    "e.g. --views=-30,0,30:10; 'none' for no views."),
-    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views (PNG + raw .npy)."),
-    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video orbit.mp4."),
-    frames: int = typer.Option(120, "--frames", min=1, help="Video frames (one orbit)."),
-    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
-    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none",
+    depth: bool = typer.Option(_RENDER.depth, "--depth/--no-depth", help="Depth maps of the views (PNG + raw .npy)."),
+    video: bool = typer.Option(_RENDER.video, "--video/--no-video", help="The orbit video orbit.mp4."),
+    frames: int = typer.Option(_RENDER.frames, "--frames", min=1, help="Video frames (one orbit)."),
+    fps: float = typer.Option(_RENDER.fps, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option(",".join(_RENDER.mesh_formats), "--mesh", metavar="ply|obj|glb|none",
                              help="Mesh format(s), comma-separated, or none."),
-    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
-    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level of the mesh (official 10)."),
+    mesh_res: int = typer.Option(_RENDER.mesh_resolution, "--mesh-res", min=8,
+                                 help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(_RENDER.mesh_level, "--mesh-level",
+                                     help="Density iso-level of the mesh (official 10)."),
     resume: bool = typer.Option(True, "--resume/--overwrite",
                                 help="Skip photos whose outputs are complete for the same settings and only "
                                      "re-render those whose inversion is (default), or redo everything."),
@@ -492,7 +514,7 @@ def invert_command(
     from . import pretrained
     from .api import Inverter
     from .batch import collect_inputs, run_batch, summary, write_summary
-    from .errors import ConfigError, InterruptedRun, UnknownModelError
+    from .errors import ConfigError, UnknownModelError
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
     _check_out(out, inputs)
@@ -521,36 +543,15 @@ def invert_command(
         raise fail(str(exc)) from None
 
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
-    outcomes, interrupted = [], False
     t0 = time.perf_counter()
-    try:
-        with _Display("photos", quiet) as display:
-            for outcome in run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
-                                     progress=display):
-                outcomes.append(outcome)
-                if not outcome.ok:
-                    display.error(outcome.error, outcome.exception, debug)
-    except (KeyboardInterrupt, InterruptedRun):
-        interrupted = True
+    with _Display("photos", quiet) as display:
+        outcomes, interrupted = _run("photos", run_batch(inverter, photos, out, options, face_index=face_index,
+                                                         resume=resume, progress=display), display, debug)
     pending = photos[len(outcomes):]
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
                   seconds=time.perf_counter() - t0)
     write_summary(out, doc)
     _finish_batch("photos", out, outcomes, pending, interrupted, json_output, quiet, doc, f"eg3d-invert -> {out}")
-
-
-def _result_dirs(paths: list[Path]) -> list[Path]:
-    """Result folders among ``paths``: each one itself if it holds report.json, else its
-    subfolders that do (a batch output folder)."""
-    from .api import REPORT_JSON
-
-    found = []
-    for p in paths:
-        if (p / REPORT_JSON).is_file():
-            found.append(p)
-        elif p.is_dir():
-            found += sorted(d for d in p.iterdir() if d.is_dir() and (d / REPORT_JSON).is_file())
-    return found
 
 
 @app.command("render")
@@ -564,13 +565,15 @@ def render_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, ..."),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees, e.g. --views=-30,0,30:10; 'none' for none."),
-    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views."),
-    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video."),
-    frames: int = typer.Option(120, "--frames", min=1, help="Video frames."),
-    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
-    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none", help="Mesh format(s) or none."),
-    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
-    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level (official 10)."),
+    depth: bool = typer.Option(_RENDER.depth, "--depth/--no-depth", help="Depth maps of the views."),
+    video: bool = typer.Option(_RENDER.video, "--video/--no-video", help="The orbit video."),
+    frames: int = typer.Option(_RENDER.frames, "--frames", min=1, help="Video frames."),
+    fps: float = typer.Option(_RENDER.fps, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option(",".join(_RENDER.mesh_formats), "--mesh", metavar="ply|obj|glb|none",
+                             help="Mesh format(s) or none."),
+    mesh_res: int = typer.Option(_RENDER.mesh_resolution, "--mesh-res", min=8,
+                                 help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(_RENDER.mesh_level, "--mesh-level", help="Density iso-level (official 10)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -581,73 +584,18 @@ def render_command(
     """
     import time
 
-    from .api import TUNED_SAFETENSORS, InversionResult, load_base_generator
-    from .batch import PhotoOutcome, summary, write_summary
-    from .errors import CheckpointError, InterruptedRun
-    from .outputs import finish_report, mark_renders_pending, read_report, write_renders
-    from .pretrained import native
+    from .batch import find_results, render_results, summary, write_summary
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
-    dirs = _result_dirs(results)
+    dirs = find_results(results)
     if not dirs:
         raise fail("no saved results found (folders holding report.json)", code=2)
     if out is not None:
         _check_out(out, [])
-    bases: dict[str, object] = {}
-    outcomes, used, interrupted = [], set(), False
     t0 = time.perf_counter()
-    try:
-        with _Display("results", quiet) as display:
-            for i, d in enumerate(dirs):
-                display("photo", i, len(dirs), str(d))
-                name, k = d.name, 1
-                while out is not None and name.lower() in used:
-                    k += 1
-                    name = f"{d.name}_{k}"
-                used.add(name.lower())
-                target = d if out is None else out / name
-                outcome = PhotoOutcome(d, name, target)
-                start, stage = time.perf_counter(), "load"
-                try:
-                    display("load", 0, 1)
-                    key = ((native.read_header(d / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
-                    if key not in bases:
-                        try:
-                            bases[key] = load_base_generator(d / TUNED_SAFETENSORS, base, device)
-                        except CheckpointError as exc:
-                            if base is not None:
-                                raise
-                            raise CheckpointError(f"{exc} (give it with --base)") from None
-                    result = InversionResult.load(d, base=bases[key])
-                    display("load", 1, 1)
-                    if target.resolve() != d.resolve():
-                        stage = "save"
-                        (target / "report.json").unlink(missing_ok=True)
-                        result.save(target)
-                    mark_renders_pending(target)
-
-                    def prog(s, done, total):
-                        nonlocal stage
-                        stage = s
-                        display(s, done, total)
-
-                    files, timings = write_renders(result, target, options, progress=prog)
-                    outcome.report = finish_report(target, options, files, timings)
-                    outcome.status, outcome.action = "ok", "rendered"
-                except (KeyboardInterrupt, InterruptedRun):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the others
-                    detail = str(exc) if isinstance(exc, Eg3dInvertError) else f"internal error: {type(exc).__name__}: {exc}"
-                    outcome.error = f"{d}: {stage}: {' '.join(detail.split())}"
-                    outcome.exception, outcome.stage = exc, stage
-                    display.error(outcome.error, exc, debug)
-                outcome.seconds = time.perf_counter() - start
-                if outcome.ok and outcome.report is None:
-                    outcome.report = read_report(target)
-                outcomes.append(outcome)
-                display("photo", i + 1, len(dirs), str(d))
-    except (KeyboardInterrupt, InterruptedRun):
-        interrupted = True
+    with _Display("results", quiet) as display:
+        outcomes, interrupted = _run("results", render_results(dirs, options, out=out, base=base, device=device,
+                                                               progress=display), display, debug)
     pending = dirs[len(outcomes):]
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
                   settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)

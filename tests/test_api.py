@@ -100,7 +100,7 @@ def test_unknown_setting_is_a_type_error():
 
 
 def test_settings_conveniences_and_components(inverter):
-    from eg3d_invert.api import resolve_settings
+    from eg3d_invert.inversion.settings import resolve_settings
 
     p, t = resolve_settings(projector="w+", steps=7, pti_steps=5, seed=3, camera_refinement=True, tuning_lpips="vgg")
     assert (p.space, p.num_steps, p.seed, p.camera.enabled) == ("w+", 7, 3, True)
@@ -259,7 +259,7 @@ def test_import_stays_cheap():
 
 
 def test_fast_preset_reaches_both_stages():
-    from eg3d_invert.api import resolve_settings
+    from eg3d_invert.inversion.settings import resolve_settings
 
     proj, tun = resolve_settings(preset="fast", pti_steps=20)
     assert (proj.num_steps, tun.num_steps, tun.learning_rate) == (250, 20, 6e-4)

@@ -14,6 +14,7 @@ backbone (no I/O at all) and then loads the backbone from the hub cache itself, 
 
 from __future__ import annotations
 
+import threading
 import urllib.error
 import warnings
 from pathlib import Path
@@ -124,6 +125,34 @@ def load_lpips(net: str = "vgg", *, pretrained_backbone: bool = True, download: 
     model.backbone_pretrained = path is not None
     model.backbone_path = str(path) if path is not None else None
     return model.eval().requires_grad_(False).to(device or "cpu")
+
+
+_SHARED: dict[tuple, nn.Module] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_lpips(net: str, device: torch.device | str = "cpu") -> nn.Module:
+    """An LPIPS model (:func:`load_lpips`) built once per process.
+
+    Building one costs seconds (torchvision constructs the whole ImageNet network before the
+    weights are loaded), and the models are read-only at inference (eval mode, no gradients
+    for their parameters), so every :class:`~eg3d_invert.api.Inverter` of the process shares
+    them. The key includes the weight file's path, size and mtime, so a different
+    ``TORCH_HOME`` or a replaced file gives a new model.
+    """
+    path = backbone_weights_path(net)
+    stat = path.stat() if path.is_file() else None
+    key = (net, str(torch.device(device)), str(path), stat.st_size if stat else None,
+           stat.st_mtime_ns if stat else None)
+    with _SHARED_LOCK:
+        model = _SHARED.get(key)
+        if model is None:
+            model = load_lpips(net, device=device)
+            # The file may have just been downloaded: key the model by what is now on disk.
+            stat = path.stat() if path.is_file() else None
+            key = key[:3] + (stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
+            _SHARED[key] = model
+        return model
 
 
 class PerceptualDistance(nn.Module):

@@ -12,7 +12,6 @@ File formats:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,27 +165,6 @@ class Pivot:
                    camera_correction=data.get("camera_correction"), source=data.get("source"))
 
 
-def base_info_for(G) -> dict[str, Any]:
-    """How a tuned delta finds its base again: the checkpoint file's SHA-256 and path; for a
-    generator that did not come from a file, a SHA-256 of its tensors (the delta can then only
-    be read by passing that generator as ``base=``)."""
-    from ..pretrained import file_sha256, get_model_info
-
-    path = G.checkpoint_path
-    if path and Path(path).is_file():
-        info: dict[str, Any] = {"sha256": file_sha256(path), "path": str(Path(path).resolve())}
-        try:
-            info["name"] = get_model_info(Path(path).stem).name
-        except Exception:  # noqa: BLE001 - not a registry checkpoint: the path is enough
-            pass
-        return info
-    h = hashlib.sha256()
-    for k, v in sorted(G.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return {"sha256": h.hexdigest(), "path": None, "kind": "tensor-hash (the base is not a file)"}
-
-
 @dataclass
 class TuningResult:
     """A generator tuned around a pivot.
@@ -222,14 +200,15 @@ class TuningResult:
     def save_generator(self, path: str | Path, base_info: dict[str, Any] | None = None) -> Path:
         """Write the tuned generator as a safetensors delta against :attr:`base`.
 
-        ``base_info`` defaults to :func:`base_info_for` of the base (checkpoint hash and path).
+        ``base_info`` defaults to :func:`~eg3d_invert.pretrained.checkpoint_record` of the base
+        (checkpoint hash and path).
         Read back with ``load_generator(path, base=<base checkpoint or generator>)``.
         """
-        from ..pretrained import save_generator
+        from ..pretrained import checkpoint_record, save_generator
 
         if self.base is None:
             raise ValueError("this result has no base generator to write a delta against")
-        info = base_info or base_info_for(self.base)
+        info = base_info or checkpoint_record(self.base)
         extra = {"tuning": self.settings, "steps": self.steps, "stop_reason": self.stop_reason,
                  "camera": self.pivot.camera.reshape(-1).tolist() if self.pivot.camera is not None else None,
                  "camera_correction": self.camera_correction}

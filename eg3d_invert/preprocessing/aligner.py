@@ -12,7 +12,7 @@ import numpy as np
 from ..camera import label_angles
 from ..errors import FaceIndexError, NoFaceError
 from .crop import CropGeometry, Padding, apply_affine, crop_face
-from .detection import Detection, FaceDetector, auto_min_face_size
+from .detection import DEFAULT_THRESHOLD, Detection, FaceDetector, auto_min_face_size
 from .landmarks import DLIB_FIVE, MESH_FIVE, DlibLandmarker, MeshLandmarker, five_points
 from .pose import FaceTemplate, default_template, fit_mesh_rotation, label_from_rotation, label_roll
 from .reading import DEFAULT_MAX_PIXELS, ImageSource, read_image, source_name
@@ -161,7 +161,7 @@ class Aligner:
         template: pose template (default: the packaged one).
     """
 
-    def __init__(self, *, threshold: float = 0.9, min_face_size: int | None = None,
+    def __init__(self, *, threshold: float = DEFAULT_THRESHOLD, min_face_size: int | None = None,
                  five_points: FivePointSource = "detector", padding: Padding = "black",
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, device: str = "cpu", dlib_model=None,
                  template: FaceTemplate | None = None, mirror_average: bool = False):
@@ -295,7 +295,7 @@ def _default_aligner(**settings) -> Aligner:
         return aligner
 
 
-def align(photo: ImageSource, *, face_index: int = 0, threshold: float = 0.9,
+def align(photo: ImageSource, *, face_index: int = 0, threshold: float = DEFAULT_THRESHOLD,
           five_points: FivePointSource = "detector", padding: Padding = "black",
           max_pixels: int | None = DEFAULT_MAX_PIXELS, mirror_average: bool = False) -> AlignedFace:
     """Align the face of one portrait photo: EG3D 512x512 crop + camera label.

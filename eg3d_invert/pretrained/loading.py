@@ -150,6 +150,48 @@ def resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneG
                           f"pass base=PATH")
 
 
+def load_base_generator(tuned: str | os.PathLike, base=None, device=None) -> TriPlaneGenerator:
+    """The base generator of a tuned delta file (``tuned.safetensors``).
+
+    ``base`` as for :func:`load_generator` (path, registry name or generator); None: the
+    checkpoint the file records, found by path or in the cache and checked against its SHA-256.
+
+    Raises:
+        CheckpointError: ``tuned`` is not a delta file, or its base is not found or differs.
+    """
+    from .download import resolve_checkpoint
+
+    if isinstance(base, (str, os.PathLike)) and not Path(base).is_file():
+        base = resolve_checkpoint(str(base))  # a registry name or URL
+    tuned = Path(tuned)
+    header = native.read_header(tuned)
+    if header is None or "base" not in header:
+        raise CheckpointError(f"{tuned}: not a tuned (delta) generator file written by eg3d-invert")
+    return resolve_delta_base(tuned, header["base"], base, resolve_device(device))
+
+
+def checkpoint_record(G: TriPlaneGenerator) -> dict[str, Any]:
+    """Which checkpoint ``G`` is, as reports and delta files record it: the file's SHA-256,
+    resolved path, registry name and format; for a generator that did not come from a file, a
+    SHA-256 of its tensors (a delta against it can then only be read by passing it as ``base=``)."""
+    from .registry import get_model_info
+
+    path = G.checkpoint_path
+    if path and Path(path).is_file():
+        info: dict[str, Any] = {"sha256": file_sha256(path), "path": str(Path(path).resolve())}
+        try:
+            info["name"] = get_model_info(Path(path).stem).name
+        except Exception:  # noqa: BLE001 - not a registry checkpoint: the path is enough
+            pass
+        info["format"] = G.checkpoint_format
+        return info
+    h = hashlib.sha256()
+    for k, v in sorted(G.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"sha256": h.hexdigest(), "path": None, "kind": "tensor-hash (the base is not a file)", "format": None}
+
+
 def describe_checkpoint(path: str | os.PathLike, G: TriPlaneGenerator | None = None) -> dict[str, Any]:
     """What ``eg3d-invert info`` prints: resolution, rendering settings, sizes, hash."""
     path = Path(path)

@@ -43,15 +43,14 @@ from skimage.measure import marching_cubes
 
 from .._io import atomic_path
 from ..errors import EmptyMeshError
+from ..options import DEFAULT_MESH_LEVEL, DEFAULT_MESH_RESOLUTION, MESH_FORMATS
 from ..generator import plane_table, rendering
 from .lattice import (DEFAULT_CHUNK, TRIM_VALUE, DensityFn, Progress, dense_density, lattice_to_world, sparse_density,
                       trim_width)
 from .scene import Scene
 
-#: The official iso-level (``gen_samples.py``; its README: "optimal level, usually between 2 and 20").
-DEFAULT_LEVEL = 10.0
-#: Mesh file formats :func:`save_mesh` writes (all carry per-vertex colours).
-MESH_FORMATS = ("ply", "obj", "glb")
+#: The official iso-level, 10 (see :mod:`eg3d_invert.options`).
+DEFAULT_LEVEL = DEFAULT_MESH_LEVEL
 
 
 def official_ply_to_world(vertices: np.ndarray, resolution: int, box_warp: float = 1.0) -> np.ndarray:
@@ -159,7 +158,7 @@ def vertex_colors(scene: Scene, vertices: np.ndarray, normals: np.ndarray, *, mo
     return rgba
 
 
-def extract_mesh(scene: Scene, resolution: int = 256, level: float = DEFAULT_LEVEL, *, method: str = "sparse",
+def extract_mesh(scene: Scene, resolution: int = DEFAULT_MESH_RESOLUTION, level: float = DEFAULT_LEVEL, *, method: str = "sparse",
                  trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
                  colors: str | None = "inside",
                  color_offset: float | None = None, chunk: int = DEFAULT_CHUNK,

@@ -17,6 +17,7 @@ import torch
 
 from ..camera import FFHQ_FOCAL, OFFICIAL_DEFAULT_PIVOT, OFFICIAL_DEFAULT_RADIUS, Camera, camera_sphere, fov_to_focal
 from ..generator import TriPlaneGenerator
+from ..options import check_view_angles
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors: identity semantics
@@ -103,15 +104,13 @@ def resolve_focal(focal: float | None, fov_deg: float | None) -> float:
 
 
 def angle_pairs(yaws, pitches) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcast yaw and pitch (degrees) to two equal-length float64 arrays ``(B,)``."""
+    """Broadcast yaw and pitch (degrees; pitch in (-90, 90)) to two equal-length
+    float64 arrays ``(B,)``."""
     yaw, pitch = np.broadcast_arrays(np.atleast_1d(np.asarray(yaws, dtype=np.float64)),
                                      np.atleast_1d(np.asarray(pitches, dtype=np.float64)))
     if yaw.ndim != 1 or yaw.size == 0:
         raise ValueError(f"yaws and pitches must broadcast to a non-empty 1-D list, got shape {yaw.shape}")
-    if not (np.isfinite(yaw).all() and np.isfinite(pitch).all()):
-        raise ValueError("angles must be finite")
-    if np.abs(pitch).max() >= 90:
-        raise ValueError(f"pitch must be in (-90, 90) degrees, got {pitch.tolist()}")
+    check_view_angles(yaw.tolist(), pitch.tolist())  # a ConfigError, which is a ValueError
     return yaw.copy(), pitch.copy()
 
 

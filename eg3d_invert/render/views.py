@@ -28,15 +28,12 @@ import PIL.ImageFont
 import torch
 
 from .._io import atomic_path
+from ..options import DEFAULT_PITCHES, DEFAULT_YAWS
 from .scene import Scene, angle_pairs, resolve_focal
 
 #: A progress callback: ``progress(done, total)`` after every batch.
 Progress = Callable[[int, int], None]
 
-#: Views rendered when the caller gives none: a turntable from the right to the left profile
-#: side at eye level, within the pose range FFHQ covers well.
-DEFAULT_YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
-DEFAULT_PITCHES = (0.0,)
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
