@@ -1,13 +1,15 @@
-"""Small file-system helpers shared by every writer: outputs appear whole or not at all."""
+"""Small file-system helpers shared by every writer: outputs appear whole or not at all, names
+never collide, and a file's hash is computed once."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -41,11 +43,34 @@ def _umask() -> int:
     return mask
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def unique_name(stem: str, taken: Callable[[str], bool]) -> str:
+    """``stem``, else ``stem_2``, ``stem_3``, ...: the first name that ``taken`` does not refuse."""
+    k = 1
+    while True:
+        name = stem if k == 1 else f"{stem}_{k}"
+        if not taken(name):
+            return name
+        k += 1
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for the process (checkpoints are
+    hundreds of MB and are hashed by the loader, the reports and resume checks)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]

@@ -18,6 +18,7 @@ used as a result folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -26,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._io import write_json_atomic
+from ._io import file_sha256, unique_name, write_json_atomic
 from .api import Inverter
-from .errors import CheckpointError, Eg3dInvertError, InterruptedRun
+from .errors import CheckpointError, InterruptedRun, failure_message
 from .inversion import Progress
 from .options import RenderOptions
 from .outputs import write_renders
-from .preprocessing.batch import IMAGE_SUFFIXES, collect_photos
+from .preprocessing.dataset import IMAGE_SUFFIXES, collect_photos
 from .result import InversionResult
 from .result_folder import (ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, TUNED_SAFETENSORS, finish_report, folder_status,
                             inversion_key, mark_renders_pending, package_versions, read_report)
@@ -100,7 +101,7 @@ def is_result_folder(path: Path) -> bool:
 
 def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) -> list[Path]:
     """Photos to invert: files as given, folders recursed (suffixes matched case-insensitively,
-    see :data:`~eg3d_invert.preprocessing.batch.IMAGE_SUFFIXES`), without our own outputs.
+    see :data:`~eg3d_invert.preprocessing.dataset.IMAGE_SUFFIXES`), without our own outputs.
 
     The output folder is not searched, unless it is itself one of the input folders; result
     folders of any run (see :func:`is_result_folder`) inside the inputs are never searched, so
@@ -143,35 +144,37 @@ def _owner(directory: Path) -> str | None:
 
 
 def plan_names(photos: Sequence[Path], out: os.PathLike | str) -> list[str]:
-    """A result folder name per photo: its stem, else ``stem_2``, ``stem_3``, ...
+    """A result folder name per photo: its stem, else ``stem_2``, ``stem_3``, ... (see :func:`_plan`);
+    a folder that holds an input photo is never used."""
+    resolved = [Path(p).resolve() for p in photos]
+    return _plan([(Path(p).stem or "photo", str(r)) for p, r in zip(photos, resolved)], Path(out), resolved)
 
-    A name is taken only if no earlier photo of this batch has it (case-insensitively, for
-    case-insensitive file systems), its folder does not hold another photo's complete or partial
-    result (known from its report), it is not a file, and it holds no input photo.
+
+def _plan(items: Sequence[tuple[str, str | None]], out: Path, protected: Sequence[Path] = ()) -> list[str]:
+    """Folder names under ``out`` for ``(stem, owner)`` pairs, ``owner`` being the resolved path of
+    the photo whose result will live there.
+
+    A name is taken only if no earlier item has it (case-insensitively, for case-insensitive file
+    systems), it is not a file, its folder does not hold another photo's complete or partial
+    result (known from its report), and it holds none of the ``protected`` paths.
     """
-    out = Path(out)
-    inputs = [p.resolve() for p in photos]
     used: set[str] = set()
+
+    def taken(name: str, owner: str | None) -> bool:
+        target = out / name
+        if name.lower() in used or (target.exists() and not target.is_dir()):
+            return True
+        if target.is_dir():
+            existing = _owner(target)
+            if existing is not None and existing != owner:
+                return True
+            t = target.resolve()
+            return any(t == p or t in p.parents for p in protected)
+        return False
+
     names = []
-    for photo, resolved in zip(photos, inputs):
-        stem = photo.stem or "photo"
-        k = 1
-        while True:
-            name = stem if k == 1 else f"{stem}_{k}"
-            k += 1
-            if name.lower() in used:
-                continue
-            target = out / name
-            if target.exists() and not target.is_dir():
-                continue
-            if target.is_dir():
-                owner = _owner(target)
-                if owner is not None and owner != str(resolved):
-                    continue
-                t = target.resolve()
-                if any(t == p or t in p.parents for p in inputs):
-                    continue
-            break
+    for stem, owner in items:
+        name = unique_name(stem, lambda n: taken(n, owner))
         used.add(name.lower())
         names.append(name)
     return names
@@ -180,13 +183,20 @@ def plan_names(photos: Sequence[Path], out: os.PathLike | str) -> list[str]:
 # --- one photo ------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+@contextlib.contextmanager
+def _capture(outcome: PhotoOutcome, stage: Callable[[], str]) -> Iterator[None]:
+    """Record any failure of the block in ``outcome`` (one line, the stage it happened in), so
+    one bad input never stops a batch; interrupts propagate, the caller decides to stop."""
+    try:
+        yield
+    except (KeyboardInterrupt, InterruptedRun):
+        raise
+    except Exception as exc:  # noqa: BLE001 - expected errors and bugs alike become a failed outcome
+        outcome.status, outcome.action, outcome.stage = "failed", None, stage()
+        outcome.error, outcome.exception = failure_message(exc, outcome.source, outcome.stage), exc
 
 
 def _photo_key(inverter: Inverter, photo: Path, face_index: int) -> dict[str, Any] | None:
-    from .pretrained import file_sha256
-
     if not photo.is_file():
         return None
     return inversion_key(inverter.config, face_index, file_sha256(photo))
@@ -218,41 +228,31 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
     def on_inversion(p: Progress) -> None:
         report_progress(p.stage, p.step, p.total, _loss_info(p))
 
-    try:
+    with _capture(outcome, lambda: stage["name"]):
         key = _photo_key(inverter, photo, face_index)
         status = folder_status(directory, key, options) if (resume and key is not None) else "stale"
         if status == "complete":
             outcome.status, outcome.action, outcome.report = "skipped", "skipped", read_report(directory)
-            return outcome
-        if status == "inverted":
-            report_progress("load", 0, 1)
-            mark_renders_pending(directory)
-            result = InversionResult.load(directory, base=inverter.generator, device=inverter.device)
-            report_progress("load", 1, 1)
-            outcome.action = "rendered"
         else:
-            result = inverter.invert(photo, face_index=face_index, callback=on_inversion, name=str(photo))
-            old_report = read_report(directory) or {}
-            previous = set(old_report.get("files") or {}) | set(old_report.get("previous_files") or [])
-            (directory / REPORT_JSON).unlink(missing_ok=True)  # from here the folder reads as unfinished
-            result.save(directory)
-            mark_renders_pending(directory, previous=previous)
-            outcome.action = "inverted"
-        files, timings = write_renders(result, directory, options,
-                                       progress=lambda name, done, total: report_progress(name, done, total))
-        outcome.report = finish_report(directory, options, files, timings)
-        outcome.status = "ok"
-    except (KeyboardInterrupt, InterruptedRun):
-        raise
-    except Eg3dInvertError as exc:
-        msg = _one_line(exc)
-        outcome.error = msg if msg.startswith(str(photo)) else f"{photo}: {stage['name']}: {msg}"
-        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
-    except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-        outcome.error = f"{photo}: {stage['name']}: internal error: {type(exc).__name__}: {_one_line(exc)}"
-        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
-    finally:
-        outcome.seconds = time.perf_counter() - t_start
+            if status == "inverted":
+                report_progress("load", 0, 1)
+                mark_renders_pending(directory)
+                result = InversionResult.load(directory, base=inverter.generator, device=inverter.device)
+                report_progress("load", 1, 1)
+                outcome.action = "rendered"
+            else:
+                result = inverter.invert(photo, face_index=face_index, callback=on_inversion, name=str(photo))
+                old_report = read_report(directory) or {}
+                previous = set(old_report.get("files") or {}) | set(old_report.get("previous_files") or [])
+                (directory / REPORT_JSON).unlink(missing_ok=True)  # from here the folder reads as unfinished
+                result.save(directory)
+                mark_renders_pending(directory, previous=previous)
+                outcome.action = "inverted"
+            files, timings = write_renders(result, directory, options,
+                                           progress=lambda name, done, total: report_progress(name, done, total))
+            outcome.report = finish_report(directory, options, files, timings)
+            outcome.status = "ok"
+    outcome.seconds = time.perf_counter() - t_start
     return outcome
 
 
@@ -301,7 +301,7 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
         if progress is not None:
             progress(name, done, total, info)
 
-    try:
+    with _capture(outcome, lambda: stage):
         report_progress("load", 0, 1)
         key = ((read_header(source / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
         if key not in bases:
@@ -322,13 +322,6 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
                                        progress=lambda name, done, total: report_progress(name, done, total))
         outcome.report = finish_report(target, options, files, timings)
         outcome.status, outcome.action = "ok", "rendered"
-    except (KeyboardInterrupt, InterruptedRun):
-        raise
-    except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the others
-        detail = _one_line(exc) if isinstance(exc, Eg3dInvertError) else \
-            f"internal error: {type(exc).__name__}: {_one_line(exc)}"
-        outcome.error = f"{source}: {stage}: {detail}"
-        outcome.exception, outcome.stage = exc, stage
     outcome.seconds = time.perf_counter() - start
     return outcome
 
@@ -338,16 +331,14 @@ def render_results(sources: Sequence[Path], options: RenderOptions, *, out: os.P
     """Re-render saved results (:func:`find_results`) in place, or into ``out/NAME/`` copies;
     yields one outcome per result, in order. Interrupts propagate as in :func:`run_batch`."""
     bases: dict = {}
-    used: set[str] = set()
-    for i, source in enumerate(sources):
+    if out is not None:  # copies: named like their source, never over another photo's result
+        owners = [((read_report(src) or {}).get("photo") or {}).get("path") for src in sources]
+        targets = [Path(out) / n for n in _plan([(src.name, o) for src, o in zip(sources, owners)], Path(out))]
+    else:
+        targets = list(sources)
+    for i, (source, target) in enumerate(zip(sources, targets)):
         if progress is not None:
             progress("photo", i, len(sources), str(source))
-        name, k = source.name, 1
-        while out is not None and name.lower() in used:
-            k += 1
-            name = f"{source.name}_{k}"
-        used.add(name.lower())
-        target = source if out is None else Path(out) / name
         yield render_result(source, target, options, base=base, device=device, bases=bases, progress=progress)
         if progress is not None:
             progress("photo", i + 1, len(sources), str(source))

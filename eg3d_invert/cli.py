@@ -4,8 +4,8 @@ Thin over the public API: every command parses options, calls library functions 
 Results go to stdout, progress and errors to stderr. Expected errors (bad photo, bad
 checkpoint, ...) print one line and exit non-zero; ``--debug`` shows the traceback.
 
-Exit codes: 0 success, 1 some inputs failed (or an expected error), 2 usage error,
-130 interrupted.
+Exit codes (:mod:`eg3d_invert.errors`): 0 success, 1 some inputs failed (or an expected error),
+2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import typer
 import typer.core
 from rich.console import Console
 
-from .errors import Eg3dInvertError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInvertError
 from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
 from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
 
@@ -47,7 +47,7 @@ def _print_version(value: bool) -> None:
     if value:
         from . import __version__
         typer.echo(__version__)
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -58,7 +58,7 @@ def _root(
     """Turn one portrait photo into a 3D head with EG3D."""
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print a one-line error to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -235,10 +235,10 @@ def align_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .preprocessing import Aligner
-    from .preprocessing.batch import collect_photos, iter_align, write_dataset
+    from .preprocessing.dataset import collect_photos, iter_align, write_dataset
 
     if all_faces and face_index:
-        raise fail("--face-index and --all-faces cannot be used together", code=2)
+        raise fail("--face-index and --all-faces cannot be used together", code=EXIT_USAGE)
     photos = collect_photos(inputs, exclude=[out])
     if not photos:
         raise fail("no photos found in the given inputs (searched for "
@@ -308,9 +308,9 @@ def align_command(
         err_console.print(summary + (f"; dataset.json in {out}" if written else ""), highlight=False)
     if interrupted:
         err_console.print("interrupted", style="bold red")
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- invert: the main command (photos -> 3D heads) and render (re-render saved results) -------------
@@ -377,14 +377,14 @@ def _render_options(views: str, depth: bool, video: bool, frames: int, fps: floa
         return RenderOptions(yaws=yaws, pitches=pitches, depth=depth, video=video, frames=frames, fps=fps,
                              mesh_formats=parse_mesh_formats(mesh), mesh_resolution=mesh_res, mesh_level=mesh_level)
     except Eg3dInvertError as exc:
-        raise fail(str(exc), code=2) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
 
 
 def _check_out(out: Path, inputs: list[Path]) -> None:
     if out.exists() and not out.is_dir():
-        raise fail(f"--out {out} is a file; give a folder", code=2)
+        raise fail(f"--out {out} is a file; give a folder", code=EXIT_USAGE)
     if any(p.exists() and p.is_file() and p.resolve() == out.resolve() for p in inputs):
-        raise fail(f"--out {out} is one of the input photos", code=2)
+        raise fail(f"--out {out} is one of the input photos", code=EXIT_USAGE)
 
 
 def _without_prefix(message: str, source: Path) -> str:
@@ -411,7 +411,7 @@ def _outcome_table(title: str, outcomes) -> "object":
     return table
 
 
-def _run(kind: str, outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
+def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
     """Drain a batch generator, showing each failure as it happens; Ctrl-C ends it cleanly."""
     from .errors import InterruptedRun
 
@@ -449,9 +449,9 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
     if interrupted:
         err_console.print(f"interrupted; {len(pending)} not processed (run again with --resume to continue)",
                           style="bold red", highlight=False)
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 _PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PRESETS['official'].num_steps} W steps + "
@@ -521,13 +521,14 @@ def invert_command(
     if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
             and pretrained.registry.find_model(network) is None:
         names = ", ".join(m.name for m in pretrained.list_models())
-        raise fail(f"--network {network}: no such file and not a known checkpoint name (known: {names})", code=2)
+        raise fail(f"--network {network}: no such file and not a known checkpoint name (known: {names})",
+                   code=EXIT_USAGE)
     photos = collect_inputs(inputs, out)
     if not photos:
         from .batch import IMAGE_SUFFIXES
 
         raise fail(f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)",
-                   code=2)
+                   code=EXIT_USAGE)
     try:
         inverter = Inverter.from_pretrained(network, device, preset=preset,
                                             projector=projector.value if projector is not None else None,
@@ -536,7 +537,7 @@ def invert_command(
     except (ConfigError, UnknownModelError) as exc:
         if debug:
             raise
-        raise fail(str(exc), code=2) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
     except Eg3dInvertError as exc:
         if debug:
             raise
@@ -545,7 +546,7 @@ def invert_command(
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
     t0 = time.perf_counter()
     with _Display("photos", quiet) as display:
-        outcomes, interrupted = _run("photos", run_batch(inverter, photos, out, options, face_index=face_index,
+        outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index,
                                                          resume=resume, progress=display), display, debug)
     pending = photos[len(outcomes):]
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
@@ -589,12 +590,12 @@ def render_command(
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
     dirs = find_results(results)
     if not dirs:
-        raise fail("no saved results found (folders holding report.json)", code=2)
+        raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
     if out is not None:
         _check_out(out, [])
     t0 = time.perf_counter()
     with _Display("results", quiet) as display:
-        outcomes, interrupted = _run("results", render_results(dirs, options, out=out, base=base, device=device,
+        outcomes, interrupted = _run(render_results(dirs, options, out=out, base=base, device=device,
                                                                progress=display), display, debug)
     pending = dirs[len(outcomes):]
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
@@ -614,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

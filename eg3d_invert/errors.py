@@ -1,4 +1,4 @@
-"""Exceptions raised by eg3d-invert.
+"""Exceptions raised by eg3d-invert, and the command line's exit codes.
 
 Every error a user can cause (a bad photo, a bad checkpoint, a missing download) is an
 :class:`Eg3dInvertError` subclass with a message that reads as one line, so the CLI can print
@@ -7,6 +7,17 @@ it without a traceback. Programming errors (wrong tensor shapes passed by a call
 """
 
 from __future__ import annotations
+
+# --- exit codes of the command line --------------------------------------------------------------
+
+#: Every input done.
+EXIT_OK = 0
+#: Some inputs failed (the others are written), or an expected error stopped the command.
+EXIT_FAILED = 1
+#: Bad usage: an option, the inputs, the output folder, an unknown checkpoint name or device.
+EXIT_USAGE = 2
+#: Interrupted (Ctrl-C): 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class Eg3dInvertError(Exception):
@@ -110,3 +121,23 @@ class ModelFileError(Eg3dInvertError):
 
 class EmptyMeshError(Eg3dInvertError):
     """The density never crosses the iso-level inside the (trimmed) box: there is no surface."""
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def failure_message(exc: BaseException, source: object, stage: str | None = None) -> str:
+    """How a failed input is reported: ``SOURCE: [STAGE: ]message``.
+
+    Expected errors keep their message (it already names the input when it starts with it);
+    anything else is an ``internal error`` with its type, so a bug is never mistaken for bad input.
+    """
+    msg = one_line(exc) if isinstance(exc, Eg3dInvertError) else f"internal error: {type(exc).__name__}: {one_line(exc)}"
+    if isinstance(exc, Eg3dInvertError) and msg.startswith(str(source)):
+        return msg
+    return f"{source}: {stage}: {msg}" if stage else f"{source}: {msg}"

@@ -288,6 +288,22 @@ def test_render_in_place_and_its_errors(batch, tmp_path):
     assert result.exit_code == 1 and "pivot.pt" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_render_out_never_replaces_another_photos_result(batch, tmp_path):
+    out, _ = batch
+    target = tmp_path / "copies"
+    other = target / "astronaut"  # another photo's result under the same name
+    other.mkdir(parents=True)
+    claim = {"format": "eg3d-invert/result", "photo": {"path": str(tmp_path / "someone_else.jpg")}}
+    (other / "report.json").write_text(json.dumps(claim))
+    result = invoke("render", out, "--out", target, "--views=0", "--no-video", "--mesh", "none", "--no-depth",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["photos"][0]["name"] == "astronaut_2"
+    assert json.loads((other / "report.json").read_text()) == claim and sorted(p.name for p in other.iterdir()) == [
+        "report.json"]
+    assert (target / "astronaut_2" / "views" / "yaw+000_pitch+000.png").is_file()
+
+
 # --- usage, routing, errors ------------------------------------------------------------------------
 
 

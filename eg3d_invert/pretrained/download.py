@@ -14,7 +14,6 @@ connection at 90 % should not cost the first 90 %.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import time
@@ -23,6 +22,7 @@ from typing import Callable, Iterator, Protocol
 
 import requests
 
+from .._io import file_sha256
 from ..errors import (
     CheckpointError,
     ChecksumMismatchError,
@@ -251,14 +251,6 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _sha256_file(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fetch(session: requests.Session, url: str, part: Path, dest: Path, expected_size: int | None,
            timeout, chunk_size: int, reporter: _Reporter) -> None:
     """One HTTP request that continues (or starts) ``part``. Returns when the body is complete.
@@ -432,7 +424,7 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
             _unlink(part)
             raise ChecksumMismatchError(f"{url}: got {size} bytes, expected {expected_size}; nothing was kept")
         if expected_sha256 is not None:
-            actual = _sha256_file(part)
+            actual = file_sha256(part)
             if actual != expected_sha256:
                 _unlink(part)
                 raise ChecksumMismatchError(f"{url}: SHA-256 mismatch, expected {expected_sha256}, got {actual}; "

@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
+from .._io import file_sha256
 from ..errors import CheckpointError, ConfigError
 from ..generator import TriPlaneGenerator
 from . import native, official
 
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -31,20 +31,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r} ({exc})") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for the process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
 
 
 def detect_format(path: str | Path) -> str:

@@ -1,4 +1,4 @@
-"""Aligning many photos into one EG3D-ready folder (used by ``eg3d-invert align``).
+"""Aligning many photos into one EG3D dataset folder (used by ``eg3d-invert align``), and finding photos.
 
 For each photo ``NAME.png`` (the 512x512 crop) and ``NAME.json`` (:meth:`AlignedFace.to_dict`
 plus the crop's file name) are written, optionally ``previews/NAME.jpg``, and the folder's
@@ -17,8 +17,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .._io import atomic_path, write_json_atomic
-from ..errors import Eg3dInvertError
+from .._io import atomic_path, unique_name, write_json_atomic
+from ..errors import Eg3dInvertError, failure_message
 from .aligner import AlignedFace, Aligner
 
 #: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
@@ -60,15 +60,12 @@ def collect_photos(inputs: Iterable[os.PathLike | str], exclude: Iterable[os.Pat
 
 
 def unique_names(paths: Iterable[Path]) -> list[str]:
-    """Output stems: the photo's stem, with ``_2``, ``_3``, ... when two photos share one."""
+    """Output stems: the photo's stem, with ``_2``, ``_3``, ... when two photos share one
+    (case-insensitively, for case-insensitive file systems)."""
     names: list[str] = []
     used: set[str] = set()
     for p in paths:
-        stem = Path(p).stem or "photo"
-        name, k = stem, 1
-        while name.lower() in used:
-            k += 1
-            name = f"{stem}_{k}"
+        name = unique_name(Path(p).stem or "photo", lambda n: n.lower() in used)
         used.add(name.lower())
         names.append(name)
     return names
@@ -164,18 +161,11 @@ def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index
                 if not _same_file(target, inputs):
                     with atomic_path(target, suffix=".jpg") as tmp:
                         Image.fromarray(preview_image(image, written)).save(tmp, format="JPEG", quality=90)
-        except Eg3dInvertError as exc:
-            result.error, result.exception = _one_line(exc), exc
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-            result.error = f"{path}: internal error: {type(exc).__name__}: {_one_line(exc)}"
-            result.exception = exc
+            result.error, result.exception = failure_message(exc, path), exc
         yield result
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_dataset(out_dir: Path, results: Iterable[BatchResult]) -> Path:
