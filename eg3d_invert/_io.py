@@ -37,6 +37,32 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp.unlink()
 
 
+def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create the folder ``path`` if needed and prove that a file can be created in it.
+
+    Called before long work whose results go there, so that a folder that cannot be written
+    (a file in the way, no permission, a read-only disk) costs seconds, not hours. The probe
+    creates and removes one temporary file; permission bits are not trusted (root ignores them,
+    and some file systems refuse writes they allow).
+
+    Raises:
+        OutputError: one line naming the folder and the reason.
+    """
+    from .errors import OutputError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise OutputError(f"{path}: cannot write the {what}: it is a file, not a folder") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the {what}: {exc.strerror or exc}") from None
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._io import file_sha256, unique_name, write_json_atomic
+from ._io import ensure_writable_dir, file_sha256, unique_name, write_json_atomic
 from .api import Inverter
-from .errors import CheckpointError, InterruptedRun, failure_message
+from .errors import CheckpointError, InterruptedRun, OutputError, failure_message
 from .inversion import Progress
 from .options import RenderOptions
 from .outputs import write_renders
@@ -262,9 +262,12 @@ def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str
     """Invert every photo into ``out/NAME/`` (names from :func:`plan_names`); yields one outcome
     per photo, in order. Ctrl-C propagates (as ``KeyboardInterrupt`` or ``InterruptedRun``)
     after the files of finished photos are complete; the photo in progress leaves no
-    half-written file and no report claiming completeness."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    half-written file and no report claiming completeness.
+
+    Raises:
+        OutputError: ``out`` cannot be written (checked before the first photo).
+    """
+    out = ensure_writable_dir(out)
     names = plan_names(photos, out)
     for i, (photo, name) in enumerate(zip(photos, names)):
         if progress is not None:
@@ -329,9 +332,14 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
 def render_results(sources: Sequence[Path], options: RenderOptions, *, out: os.PathLike | str | None = None,
                    base=None, device="auto", progress: BatchProgress | None = None) -> Iterator[PhotoOutcome]:
     """Re-render saved results (:func:`find_results`) in place, or into ``out/NAME/`` copies;
-    yields one outcome per result, in order. Interrupts propagate as in :func:`run_batch`."""
+    yields one outcome per result, in order. Interrupts propagate as in :func:`run_batch`.
+
+    Raises:
+        OutputError: ``out`` cannot be written (checked before the first result).
+    """
     bases: dict = {}
     if out is not None:  # copies: named like their source, never over another photo's result
+        out = ensure_writable_dir(out)
         owners = [((read_report(src) or {}).get("photo") or {}).get("path") for src in sources]
         targets = [Path(out) / n for n in _plan([(src.name, o) for src, o in zip(sources, owners)], Path(out))]
     else:
@@ -365,9 +373,16 @@ def summary(outcomes: Sequence[PhotoOutcome], *, out: os.PathLike | str, interru
 
 
 def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
-    """Write ``out/summary.json`` atomically."""
+    """Write ``out/summary.json`` atomically.
+
+    Raises:
+        OutputError: it cannot be written (the results it summarises are written already).
+    """
     path = Path(out) / SUMMARY_JSON
-    write_json_atomic(path, json.loads(json.dumps(document, default=str)))
+    try:
+        write_json_atomic(path, json.loads(json.dumps(document, default=str)))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the summary: {exc.strerror or exc}") from None
     return path
 
 

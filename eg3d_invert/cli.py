@@ -251,6 +251,7 @@ def align_command(
         if debug:
             raise
         raise fail(str(exc)) from None
+    _prepare_out(out, inputs)
 
     results = []
     interrupted = False
@@ -273,8 +274,12 @@ def align_command(
     except KeyboardInterrupt:
         interrupted = True
     written = [r for r in results if r.ok]
+    dataset_error = None
     if written:
-        write_dataset(out, results)
+        try:
+            write_dataset(out, results)
+        except Eg3dInvertError as exc:
+            dataset_error = str(exc)
     failed = [r for r in results if not r.ok]
     if json_output:
         doc = {"out": str(out), "succeeded": len(written), "failed": len(failed),
@@ -305,11 +310,14 @@ def align_command(
         summary = f"{len(written)} of {len(photos)} photos aligned"
         if failed:
             summary += f", {len(failed)} failed"
-        err_console.print(summary + (f"; dataset.json in {out}" if written else ""), highlight=False)
+        err_console.print(summary + (f"; dataset.json in {out}" if written and not dataset_error else ""),
+                          highlight=False)
+    if dataset_error:
+        err_console.print(f"[bold red]error:[/] {dataset_error}", highlight=False, soft_wrap=True)
     if interrupted:
         err_console.print("interrupted", style="bold red")
         raise typer.Exit(EXIT_INTERRUPTED)
-    if failed:
+    if failed or dataset_error:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -380,11 +388,29 @@ def _render_options(views: str, depth: bool, video: bool, frames: int, fps: floa
         raise fail(str(exc), code=EXIT_USAGE) from None
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    if out.exists() and not out.is_dir():
-        raise fail(f"--out {out} is a file; give a folder", code=EXIT_USAGE)
+def _prepare_out(out: Path, inputs: list[Path]) -> None:
+    """Check ``--out`` before any work: not an input photo, and a folder that can be written
+    (created if needed); otherwise a usage error, so nothing is computed for nothing."""
+    from ._io import ensure_writable_dir
+
     if any(p.exists() and p.is_file() and p.resolve() == out.resolve() for p in inputs):
         raise fail(f"--out {out} is one of the input photos", code=EXIT_USAGE)
+    try:
+        ensure_writable_dir(out, "--out folder")
+    except Eg3dInvertError as exc:
+        raise fail(str(exc), code=EXIT_USAGE) from None
+
+
+def _write_summary(out: Path, doc: dict) -> bool:
+    """Write ``OUT/summary.json``; a failure is one error line (the results are written already)."""
+    from .batch import write_summary
+
+    try:
+        write_summary(out, doc)
+        return True
+    except Eg3dInvertError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return False
 
 
 def _without_prefix(message: str, source: Path) -> str:
@@ -427,8 +453,9 @@ def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
 
 
 def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: bool, json_output: bool, quiet: bool,
-                  doc: dict, table_title: str) -> None:
-    """Print the table or JSON, the one-line summary, and exit with the documented code."""
+                  doc: dict, table_title: str, failed_anyway: bool = False) -> None:
+    """Print the table or JSON, the one-line summary (naming ``out``'s summary.json if given),
+    and exit with the documented code (``failed_anyway``: exit 1 even if every input succeeded)."""
     import json
 
     if json_output:
@@ -450,7 +477,7 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
         err_console.print(f"interrupted; {len(pending)} not processed (run again with --resume to continue)",
                           style="bold red", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED)
-    if failed:
+    if failed or failed_anyway:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -513,11 +540,10 @@ def invert_command(
 
     from . import pretrained
     from .api import Inverter
-    from .batch import collect_inputs, run_batch, summary, write_summary
+    from .batch import collect_inputs, run_batch, summary
     from .errors import ConfigError, UnknownModelError
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
-    _check_out(out, inputs)
     if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
             and pretrained.registry.find_model(network) is None:
         names = ", ".join(m.name for m in pretrained.list_models())
@@ -529,6 +555,7 @@ def invert_command(
 
         raise fail(f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)",
                    code=EXIT_USAGE)
+    _prepare_out(out, inputs)  # before the checkpoint and LPIPS are loaded (and maybe downloaded)
     try:
         inverter = Inverter.from_pretrained(network, device, preset=preset,
                                             projector=projector.value if projector is not None else None,
@@ -551,8 +578,9 @@ def invert_command(
     pending = photos[len(outcomes):]
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
                   seconds=time.perf_counter() - t0)
-    write_summary(out, doc)
-    _finish_batch("photos", out, outcomes, pending, interrupted, json_output, quiet, doc, f"eg3d-invert -> {out}")
+    written = _write_summary(out, doc)
+    _finish_batch("photos", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
+                  f"eg3d-invert -> {out}", failed_anyway=not written)
 
 
 @app.command("render")
@@ -585,14 +613,14 @@ def render_command(
     """
     import time
 
-    from .batch import find_results, render_results, summary, write_summary
+    from .batch import find_results, render_results, summary
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
     dirs = find_results(results)
     if not dirs:
         raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
     if out is not None:
-        _check_out(out, [])
+        _prepare_out(out, [])
     t0 = time.perf_counter()
     with _Display("results", quiet) as display:
         outcomes, interrupted = _run(render_results(dirs, options, out=out, base=base, device=device,
@@ -600,10 +628,9 @@ def render_command(
     pending = dirs[len(outcomes):]
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
                   settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)
-    if out is not None:
-        write_summary(out, doc)
-    _finish_batch("results", out, outcomes, pending, interrupted, json_output, quiet, doc,
-                  f"eg3d-invert render -> {out or 'in place'}")
+    written = _write_summary(out, doc) if out is not None else False
+    _finish_batch("results", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
+                  f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written)
 
 
 def main(argv: list[str] | None = None) -> None:

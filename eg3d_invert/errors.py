@@ -39,6 +39,10 @@ class ConfigError(Eg3dInvertError, ValueError):
     """A generator, rendering or optimisation setting is invalid."""
 
 
+class OutputError(Eg3dInvertError):
+    """An output folder or file cannot be written (a file in the way, no permission, read-only disk)."""
+
+
 class DownloadError(Eg3dInvertError):
     """A checkpoint or weight file could not be downloaded or failed its integrity check."""
 

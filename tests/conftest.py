@@ -34,3 +34,25 @@ def require(path: Path) -> Path:
 def reference_npz(name: str) -> dict[str, np.ndarray]:
     with np.load(require(REFERENCE / f"{name}_ref.npz")) as f:
         return {k: f[k] for k in f.files}
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """An existing folder in which no file can be created: a read-only one, or for root (who
+    ignores permission bits) /sys, which refuses new files to everyone."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    candidates = [locked, Path("/sys")]
+    try:
+        for d in candidates:
+            try:
+                (d / ".probe").write_bytes(b"")
+                (d / ".probe").unlink()
+            except OSError:
+                yield d
+                break
+        else:
+            pytest.fail("no folder that refuses new files is available on this machine")
+    finally:
+        locked.chmod(0o755)

@@ -251,6 +251,17 @@ def test_load_errors(tmp_path, result):
         InversionResult.load(tmp_path / "r")
 
 
+def test_run_batch_refuses_an_unwritable_folder_before_any_photo(inverter, tmp_path):
+    from eg3d_invert.batch import run_batch
+    from eg3d_invert.errors import OutputError
+    from eg3d_invert.options import RenderOptions
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        next(run_batch(inverter, [tmp_path / "photo.png"], blocker / "out", RenderOptions()))
+
+
 def test_import_stays_cheap():
     code = ("import sys, eg3d_invert; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'Inverter' in dir(eg3d_invert); print(eg3d_invert.__version__)")

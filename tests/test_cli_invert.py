@@ -304,6 +304,34 @@ def test_render_out_never_replaces_another_photos_result(batch, tmp_path):
     assert (target / "astronaut_2" / "views" / "yaw+000_pitch+000.png").is_file()
 
 
+# --- output folders that cannot be written ---------------------------------------------------------
+
+
+def test_unwritable_out_is_refused_before_any_work(batch, photos, unwritable_dir, count_projections):
+    for args in ([photos, "--out", unwritable_dir, *FAST], ["render", batch[0], "--out", unwritable_dir]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "cannot write the --out folder" in result.stderr and str(unwritable_dir) in result.stderr
+        assert "Traceback" not in result.output
+    assert count_projections == []  # refused before the first photo was inverted
+    result = CliRunner().invoke(app, ["align", str(photos / "astronaut.PNG"), "--out", str(unwritable_dir)])
+    assert result.exit_code == 2 and "cannot write the --out folder" in result.stderr, result.output
+    # a file in the way of --out (or of a folder above it) is the same kind of error
+    for out in (photos / "notes.txt", photos / "notes.txt" / "sub"):
+        for cmd in ([], ["align"]):
+            result = invoke(*cmd, photos / "astronaut.PNG", "--out", out, *([] if cmd else FAST))
+            assert result.exit_code == 2 and "cannot write the --out folder" in result.stderr, result.output
+            assert "Traceback" not in result.output
+
+
+def test_summary_that_cannot_be_written_is_one_error_line(photos, tmp_path):
+    out = tmp_path / "out"
+    (out / "summary.json").mkdir(parents=True)  # something in the way of the summary
+    result = invoke(photos / "faces" / "sky.png", "--out", out, *FAST)
+    assert result.exit_code == 1, result.output
+    assert "cannot write the summary" in result.stderr and "Traceback" not in result.output
+
+
 # --- usage, routing, errors ------------------------------------------------------------------------
 
 
@@ -328,7 +356,7 @@ def test_no_inputs_and_bad_out_exit_2(photos, tmp_path):
     result = invoke(empty, "--out", tmp_path / "out", *FAST)
     assert result.exit_code == 2 and "no photos found" in result.stderr
     result = invoke(photos, "--out", photos / "notes.txt", *FAST)
-    assert result.exit_code == 2 and "is a file" in result.stderr
+    assert result.exit_code == 2 and "a file" in result.stderr
 
 
 def test_debug_shows_the_traceback(photos, tmp_path):

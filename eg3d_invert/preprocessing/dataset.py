@@ -17,8 +17,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .._io import atomic_path, unique_name, write_json_atomic
-from ..errors import Eg3dInvertError, failure_message
+from .._io import atomic_path, ensure_writable_dir, unique_name, write_json_atomic
+from ..errors import Eg3dInvertError, OutputError, failure_message
 from .aligner import AlignedFace, Aligner
 
 #: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
@@ -129,11 +129,13 @@ def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index
     Expected errors (unreadable photo, no face, ...) become ``BatchResult.error``; any other
     exception also does (message prefixed "internal error"), so one photo never stops the batch.
     Call :func:`write_dataset` afterwards with the results.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written (checked before the first photo).
     """
     from PIL import Image
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)
     inputs = {p.resolve() for p in paths}
     for path, name in zip(paths, unique_names(paths)):
         result = BatchResult(path, name)
@@ -188,5 +190,8 @@ def write_dataset(out_dir: Path, results: Iterable[BatchResult]) -> Path:
     for r in results:
         for face, fname in zip(r.faces, r.files):
             labels[fname] = [float(v) for v in face.label]
-    write_json_atomic(path, {"labels": [[k, v] for k, v in sorted(labels.items())]})
+    try:
+        write_json_atomic(path, {"labels": [[k, v] for k, v in sorted(labels.items())]})
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the dataset file: {exc.strerror or exc}") from None
     return path

@@ -22,12 +22,13 @@ from typing import Callable, Iterator, Protocol
 
 import requests
 
-from .._io import file_sha256
+from .._io import ensure_writable_dir, file_sha256
 from ..errors import (
     CheckpointError,
     ChecksumMismatchError,
     DownloadError,
     MissingWeightsError,
+    OutputError,
     UnknownModelError,
 )
 from .cache import cached_path, url_cached_path
@@ -380,9 +381,10 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
     if expected_size is not None and expected_size < 0:
         raise ValueError(f"expected_size must be >= 0, got {expected_size}")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from None
+        ensure_writable_dir(dest.parent, "download folder")
+    except OutputError as exc:
+        raise DownloadError(f"{exc}; set EG3D_INVERT_HOME to a writable folder, or download {url} yourself "
+                            f"and pass the file's path") from None
     part = dest.with_name(dest.name + ".part")
     lock = dest.with_name(dest.name + ".lock")
 
