@@ -124,7 +124,8 @@ class Inverter:
             ConfigError: a bad argument (the message names it).
             CheckpointError, DownloadError, MissingWeightsError: the checkpoint or LPIPS weights.
         """
-        from .pretrained import load_generator, resolve_device
+        from .devices import resolve_device
+        from .pretrained import load_generator
 
         proj, tun = resolve_settings(preset=preset, projector=projector, steps=steps, pti_steps=pti_steps, seed=seed,
                                      camera_refinement=camera_refinement, projection_lpips=projection_lpips,

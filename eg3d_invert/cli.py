@@ -401,6 +401,16 @@ def _prepare_out(out: Path, inputs: list[Path]) -> None:
         raise fail(str(exc), code=EXIT_USAGE) from None
 
 
+def _check_device(device: str) -> None:
+    """``--device`` names a device this machine has; otherwise a usage error listing the ones it has."""
+    from .devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except Eg3dInvertError as exc:
+        raise fail(f"--device: {exc}", code=EXIT_USAGE) from None
+
+
 def _write_summary(out: Path, doc: dict) -> bool:
     """Write ``OUT/summary.json``; a failure is one error line (the results are written already)."""
     from .batch import write_summary
@@ -544,6 +554,7 @@ def invert_command(
     from .errors import ConfigError, UnknownModelError
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
+    _check_device(device)
     if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
             and pretrained.registry.find_model(network) is None:
         names = ", ".join(m.name for m in pretrained.list_models())
@@ -616,6 +627,7 @@ def render_command(
     from .batch import find_results, render_results, summary
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
+    _check_device(device)
     dirs = find_results(results)
     if not dirs:
         raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)

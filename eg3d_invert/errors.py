@@ -43,6 +43,10 @@ class OutputError(Eg3dInvertError):
     """An output folder or file cannot be written (a file in the way, no permission, read-only disk)."""
 
 
+class DeviceError(ConfigError):
+    """A torch device was asked for that does not exist on this machine (or is not a device)."""
+
+
 class DownloadError(Eg3dInvertError):
     """A checkpoint or weight file could not be downloaded or failed its integrity check."""
 

@@ -94,6 +94,13 @@ def test_bad_settings_name_the_argument(kwargs, name):
         Inverter.from_pretrained("/nonexistent/checkpoint.pkl", **kwargs)
 
 
+def test_missing_device_is_named_before_anything_loads():
+    from eg3d_invert.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="'cuda:999' is not available on this machine \\(available: cpu"):
+        Inverter.from_pretrained(require(REFERENCE / "tiny_A.pkl"), device="cuda:999")
+
+
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="stepz"):
         Inverter.from_pretrained("/nonexistent/checkpoint.pkl", stepz=3)

@@ -335,3 +335,19 @@ def test_checkpoint_source_is_a_declared_field_of_the_generator(tmp_path):
     assert G.checkpoint_path.endswith("tiny_A.pkl") and G.checkpoint_format == "official-pickle"
     G2 = load_generator(save_generator(G, tmp_path / "g.safetensors"))
     assert G2.checkpoint_path == str(tmp_path / "g.safetensors") and G2.checkpoint_format == "safetensors"
+
+
+def test_a_device_this_machine_lacks_is_named_with_the_available_ones():
+    from eg3d_invert.devices import available_devices
+    from eg3d_invert.errors import ConfigError, DeviceError
+
+    missing = ["cuda:999"] + [d for d in ("cuda", "mps") if d not in {a.split(":")[0] for a in available_devices()}]
+    for device in missing:
+        with pytest.raises(DeviceError) as info:
+            load_generator(require(REFERENCE / "tiny_A.pkl"), device=device)
+        message = str(info.value)
+        assert repr(device) in message and "available: cpu" in message and "checkpoint" not in message
+    for bad in ("gpu", "cuda:x", "meta"):
+        with pytest.raises(ConfigError, match="device"):
+            load_generator(require(REFERENCE / "tiny_A.pkl"), device=bad)
+    assert load_generator(require(REFERENCE / "tiny_A.pkl"), device="cpu").device.type == "cpu"

@@ -359,6 +359,16 @@ def test_no_inputs_and_bad_out_exit_2(photos, tmp_path):
     assert result.exit_code == 2 and "a file" in result.stderr
 
 
+def test_missing_device_is_a_usage_error(batch, photos, tmp_path):
+    for args in ([photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST, "--device", "cuda:999"],
+                 ["render", batch[0], "--device", "cuda:999"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "'cuda:999' is not available on this machine (available: cpu" in " ".join(result.stderr.split())
+        assert "Traceback" not in result.output and "checkpoint" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_debug_shows_the_traceback(photos, tmp_path):
     args = [photos / "faces" / "sky.png", "--out", tmp_path / "out", *FAST, "--quiet"]
     quiet = invoke(*args)

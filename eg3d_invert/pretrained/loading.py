@@ -10,27 +10,12 @@ from typing import Any
 import torch
 
 from .._io import file_sha256
-from ..errors import CheckpointError, ConfigError
+from ..devices import resolve_device
+from ..errors import CheckpointError
 from ..generator import TriPlaneGenerator
 from . import native, official
 
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CPU; ``'auto'`` -> CUDA, else MPS, else CPU; anything else as torch reads it."""
-    if device is None:
-        return torch.device("cpu")
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r} ({exc})") from None
 
 
 def detect_format(path: str | Path) -> str:
