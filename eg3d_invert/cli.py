@@ -21,6 +21,8 @@ from rich.console import Console
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInvertError
 from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
 from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
+from .preprocessing.detection import DEFAULT_THRESHOLD
+from .preprocessing.reading import DEFAULT_MAX_PIXELS
 
 class _DefaultCommandGroup(typer.core.TyperGroup):
     """Runs ``invert`` when the first argument is neither a command nor a root option, so that
@@ -56,6 +58,14 @@ def _root(
                                  callback=_print_version),
 ) -> None:
     """Turn one portrait photo into a 3D head with EG3D."""
+
+
+_MAX_MP_HELP = "Refuse larger photos (decompression-bomb guard); 0 = no limit."
+
+
+def _max_pixels(megapixels: float) -> int | None:
+    """``--max-megapixels`` as the readers' pixel limit (0: none)."""
+    return int(megapixels * 1e6) if megapixels > 0 else None
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
@@ -207,7 +217,7 @@ def align_command(
                                                           "landmarks, box and crop square drawn."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest, as EG3D)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="Align every face: NAME_face0.png, NAME_face1.png, ..."),
-    threshold: float = typer.Option(0.9, "--threshold", min=0.0, max=0.999,
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", min=0.0, max=0.999,
                                     help="Detector confidence a face must exceed."),
     min_face_size: float = typer.Option(None, "--min-face-size", min=12,
                                         help="Smallest face searched for, pixels (default: 10% of the "
@@ -221,8 +231,7 @@ def align_command(
                                         help="Also detect on the mirror image and average the 5 points: a "
                                              "mirrored photo then gets exactly the mirrored crop (about twice "
                                              "the detection time; crops ~2 px farther from the official ones)."),
-    max_megapixels: float = typer.Option(100.0, "--max-megapixels", min=0.0,
-                                         help="Refuse larger photos (decompression-bomb guard); 0 = no limit."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_PIXELS / 1e6, "--max-megapixels", min=0.0, help=_MAX_MP_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
@@ -246,7 +255,7 @@ def align_command(
     try:
         aligner = Aligner(threshold=threshold, min_face_size=min_face_size, five_points=points.value,
                           padding=padding.value, mirror_average=mirror_average,
-                          max_pixels=int(max_megapixels * 1e6) if max_megapixels > 0 else None)
+                          max_pixels=_max_pixels(max_megapixels))
     except Eg3dInvertError as exc:
         if debug:
             raise
@@ -504,7 +513,11 @@ def invert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one subfolder per photo, and summary.json."),
     network: str = typer.Option("ffhq512-128", "--network", "-n",
                                 help="Checkpoint: a registry name (see `eg3d-invert models`; downloaded on first "
-                                     "use) or a .pkl/.safetensors file."),
+                                     "use), a .pkl/.safetensors file, or a weights-only .pth with --base."),
+    base: str = typer.Option(None, "--base",
+                             help="The checkpoint whose configuration a weights-only .pth from PTI / EG3D-projector "
+                                  "({'G_ema': state_dict}) shares: a registry name (ffhq512-128) or a checkpoint "
+                                  "file."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, ..."),
     preset: str = typer.Option("official", "--preset", help=_PRESET_HELP),
     projector: _Projector = typer.Option(None, "--projector",
@@ -520,6 +533,7 @@ def invert_command(
                              help="Seed of every random draw (same seed, same result)."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also refine the estimated camera pose."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_PIXELS / 1e6, "--max-megapixels", min=0.0, help=_MAX_MP_HELP),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees (yaw + toward the subject's left, pitch + from above), "
                                    "e.g. --views=-30,0,30:10; 'none' for no views."),
@@ -571,7 +585,8 @@ def invert_command(
         inverter = Inverter.from_pretrained(network, device, preset=preset,
                                             projector=projector.value if projector is not None else None,
                                             steps=steps, pti_steps=pti_steps, seed=seed,
-                                            camera_refinement=refine_camera)
+                                            camera_refinement=refine_camera, max_pixels=_max_pixels(max_megapixels),
+                                            base=base)
     except (ConfigError, UnknownModelError) as exc:
         if debug:
             raise

@@ -304,6 +304,30 @@ def test_render_out_never_replaces_another_photos_result(batch, tmp_path):
     assert (target / "astronaut_2" / "views" / "yaw+000_pitch+000.png").is_file()
 
 
+def test_invert_has_max_megapixels(photos, tmp_path):
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST, "--max-megapixels", "0.1")
+    assert result.exit_code == 1, result.output  # the 512x512 photo (0.26 MP) is refused, as asked
+    message = " ".join(result.stderr.split())
+    assert "above the limit of 0.1 MP" in message and "--max-megapixels" in message
+
+
+def test_weights_only_pth_with_base(photos, tmp_path):
+    """PTI / EG3D-projector write {'G_ema': state_dict}; --base names the configuration it shares."""
+    G = load_generator(TINY)
+    pth = tmp_path / "model_pti.pth"
+    torch.save({"G_ema": {k: v.clone() for k, v in G.state_dict().items()}}, pth)
+    quick = ["--views=0", "--no-video", "--mesh", "none", "--no-depth", "--device", "cpu", "--steps", "1",
+             "--pti-steps", "1"]
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "no-base", "--network", pth, *quick)
+    assert result.exit_code == 1 and "--base" in result.stderr and "Traceback" not in result.output
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", "--network", pth, "--base", TINY, *quick,
+                    "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "astronaut" / "report.json").read_text())
+    assert report["settings"]["checkpoint"]["path"] == str(pth.resolve())
+    assert report["settings"]["checkpoint"]["format"] == "torch"
+
+
 # --- output folders that cannot be written ---------------------------------------------------------
 
 

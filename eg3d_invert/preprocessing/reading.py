@@ -138,7 +138,8 @@ def _check_pixels(width: int, height: int, name: str, max_pixels: int | None) ->
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} = {width * height / 1e6:.1f} MP is above the limit of "
-            f"{max_pixels / 1e6:g} MP (possible decompression bomb; raise max_pixels to allow it)")
+            f"{max_pixels / 1e6:g} MP (possible decompression bomb; raise max_pixels, on the command line "
+            f"--max-megapixels, to allow it)")
 
 
 def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
@@ -151,7 +152,7 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
             if max_pixels is not None and max_pixels <= pil_limit:
                 raise ImageTooLargeError(
                     f"{name}: more than {max_pixels / 1e6:g} MP (possible decompression bomb; raise "
-                    f"max_pixels to allow it)") from exc
+                    f"max_pixels, on the command line --max-megapixels, to allow it)") from exc
             # The caller allowed more than Pillow's hard limit: open with Pillow's guard lifted
             # (reading the header only), our own limit is checked right after.
             with _PIL_LIMIT_LOCK:

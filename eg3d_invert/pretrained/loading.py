@@ -76,7 +76,8 @@ def _load_state_dict_with_base(path: Path, base, dev) -> TriPlaneGenerator:
     tensors = official.load_state_dict_file(path, device=dev)
     if base is None:
         raise CheckpointError(f"{path}: holds weights only ({{'G_ema': state_dict}}); say which checkpoint they "
-                              f"belong to with base= (e.g. 'ffhq512-128' or the base .pkl file)")
+                              f"belong to with base= (on the command line --base), e.g. 'ffhq512-128' or the "
+                              f"base .pkl file")
     if isinstance(base, TriPlaneGenerator):
         init_kwargs, nrr, rk = base.init_kwargs, base.neural_rendering_resolution, base.rendering_kwargs
     elif Path(base).exists():
