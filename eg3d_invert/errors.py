@@ -134,6 +134,12 @@ class EmptyMeshError(Eg3dInvertError):
 # --- messages ------------------------------------------------------------------------------------
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of the exception's message (libraries append advice on later lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def one_line(exc: BaseException) -> str:
     """The exception's message on one line (its type name if it has none)."""
     return " ".join(str(exc).split()) or type(exc).__name__

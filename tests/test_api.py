@@ -101,6 +101,19 @@ def test_missing_device_is_named_before_anything_loads():
         Inverter.from_pretrained(require(REFERENCE / "tiny_A.pkl"), device="cuda:999")
 
 
+def test_torch_home_that_cannot_hold_the_lpips_weights_is_one_clear_error(tmp_path, monkeypatch, unwritable_dir):
+    from eg3d_invert.errors import MissingWeightsError
+
+    a_file = tmp_path / "torch_home"
+    a_file.write_text("not a folder")
+    for home in (a_file, unwritable_dir):
+        monkeypatch.setenv("TORCH_HOME", str(home))
+        with pytest.raises(MissingWeightsError) as info:
+            Inverter.from_pretrained(require(REFERENCE / "tiny_A.pkl"), device="cpu")
+        message = str(info.value)
+        assert "TORCH_HOME" in message and str(home) in message and "\n" not in message
+
+
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="stepz"):
         Inverter.from_pretrained("/nonexistent/checkpoint.pkl", stepz=3)

@@ -393,6 +393,16 @@ def test_missing_device_is_a_usage_error(batch, photos, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_torch_home_that_is_a_file_is_one_error_line_before_any_photo(photos, tmp_path, monkeypatch,
+                                                                      count_projections):
+    home = tmp_path / "torch_home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 1, result.output
+    assert "TORCH_HOME" in result.stderr and "Traceback" not in result.output and count_projections == []
+
+
 def test_debug_shows_the_traceback(photos, tmp_path):
     args = [photos / "faces" / "sky.png", "--out", tmp_path / "out", *FAST, "--quiet"]
     quiet = invoke(*args)

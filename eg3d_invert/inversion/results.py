@@ -21,6 +21,7 @@ import torch
 
 from .._io import atomic_path
 from ..errors import CheckpointError
+from ..pretrained.safe_pickle import load_failure
 from ._common import as_label, swapped_noise
 
 PIVOT_FORMAT = "eg3d-invert/pivot"
@@ -152,8 +153,8 @@ class Pivot:
                        source=str(path), stop_reason="completed")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise CheckpointError(f"{path}: not a readable pivot file ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # noqa: BLE001 - refused or unreadable, reported either way
+            raise load_failure(path, exc, "pivot file") from None
         if not isinstance(data, dict) or data.get("format") != PIVOT_FORMAT:
             raise CheckpointError(f"{path}: not an eg3d-invert pivot file")
         if int(data.get("version", 0)) > PIVOT_VERSION:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import copy
 import operator
-import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..generator import TriPlaneGenerator
-from .safe_pickle import ModuleRecord, load_snapshot
+from .safe_pickle import ModuleRecord, load_failure, load_snapshot
 
 #: Buffers the official training loop adds that the generator itself never uses.
 _IGNORED_TENSORS = ("dataset_label_std",)
@@ -58,12 +57,15 @@ def build_generator(init_kwargs: Mapping[str, Any], state_dict: Mapping[str, tor
     The module is built on the meta device and the checkpoint's tensors are assigned to it,
     so no random initialisation is computed and thrown away.
     """
+    if not isinstance(init_kwargs, Mapping) or not all(isinstance(k, str) for k in init_kwargs):
+        raise CheckpointError(f"{source}: the generator configuration (init_kwargs) is not a mapping of names")
     kwargs = copy.deepcopy(dict(init_kwargs))
     try:
         with torch.device("meta"):
             G = TriPlaneGenerator(**kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{source}: unsupported generator configuration ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - an untrusted configuration can fail in any constructor
+        raise CheckpointError(f"{source}: unsupported generator configuration ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())})") from None
     tensors = {k: v for k, v in state_dict.items() if k not in _IGNORED_TENSORS}
     expected = G.state_dict()
     missing = [k for k in expected if k not in tensors]
@@ -125,11 +127,8 @@ def load_state_dict_file(path: str | Path, device="cpu") -> dict[str, torch.Tens
     """The generator tensors of a ``{'G_ema': state_dict}`` (or bare state dict) torch file."""
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: "
-                                    f"{str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch file ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: refused, or unreadable in any other way
+        raise load_failure(path, exc, "torch file") from None
     if isinstance(obj, Mapping) and "G_ema" in obj:
         obj = obj["G_ema"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
