@@ -7,9 +7,16 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+
+#: Marks the temporary files of this package (``.NAME.XXXXXXXX.partial.SUFFIX``), so that a run
+#: can tell what a killed run left behind from anything else (:func:`remove_temporaries`).
+TEMP_MARKER = ".partial"
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(TEMP_MARKER) + r"(\.[A-Za-z0-9]+)?$")
 
 
 @contextlib.contextmanager
@@ -17,14 +24,15 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     The temporary file lives in the same directory (so the rename is atomic on POSIX and
-    Windows) and keeps the target's suffix (so writers that look at the extension, like
-    PIL, imageio or trimesh, pick the right format). On error or interruption it is removed
-    and ``path`` is left untouched.
+    Windows), is hidden and marked with :data:`TEMP_MARKER`, and keeps the target's suffix (so
+    writers that look at the extension, like PIL, imageio or trimesh, pick the right format).
+    On error or interruption it is removed and ``path`` is left untouched; only a killed
+    process leaves it behind, for :func:`remove_temporaries`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix if suffix is not None else path.suffix,
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.",
+                               suffix=TEMP_MARKER + (suffix if suffix is not None else path.suffix), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -53,7 +61,7 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=TEMP_MARKER, dir=path)
         os.close(fd)
         os.unlink(probe)
     except FileExistsError:
@@ -61,6 +69,24 @@ def ensure_writable_dir(path: str | os.PathLike, what: str = "output folder") ->
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the {what}: {exc.strerror or exc}") from None
     return path
+
+
+def remove_temporaries(directory: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``directory`` (and, if
+    ``recursive``, its subfolders) when its process was killed (``kill -9``, power loss): only
+    hidden files named like them. Called when a run goes back to a folder, which it then owns.
+    Returns the removed paths."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = directory.rglob(".*") if recursive else directory.glob(".*")
+    removed = []
+    for p in found:
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def _umask() -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._io import ensure_writable_dir, file_sha256, unique_name, write_json_atomic
+from ._io import ensure_writable_dir, file_sha256, remove_temporaries, unique_name, write_json_atomic
 from .api import Inverter
 from .errors import CheckpointError, InterruptedRun, OutputError, failure_message
 from .inversion import Progress
@@ -229,6 +229,7 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
         report_progress(p.stage, p.step, p.total, _loss_info(p))
 
     with _capture(outcome, lambda: stage["name"]):
+        remove_temporaries(directory)  # what a killed run left here
         key = _photo_key(inverter, photo, face_index)
         status = folder_status(directory, key, options) if (resume and key is not None) else "stale"
         if status == "complete":
@@ -268,6 +269,7 @@ def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str
         OutputError: ``out`` cannot be written (checked before the first photo).
     """
     out = ensure_writable_dir(out)
+    remove_temporaries(out, recursive=False)  # e.g. a summary a killed run was writing
     names = plan_names(photos, out)
     for i, (photo, name) in enumerate(zip(photos, names)):
         if progress is not None:
@@ -305,6 +307,7 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
             progress(name, done, total, info)
 
     with _capture(outcome, lambda: stage):
+        remove_temporaries(target)
         report_progress("load", 0, 1)
         key = ((read_header(source / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
         if key not in bases:
@@ -340,6 +343,7 @@ def render_results(sources: Sequence[Path], options: RenderOptions, *, out: os.P
     bases: dict = {}
     if out is not None:  # copies: named like their source, never over another photo's result
         out = ensure_writable_dir(out)
+        remove_temporaries(out, recursive=False)
         owners = [((read_report(src) or {}).get("photo") or {}).get("path") for src in sources]
         targets = [Path(out) / n for n in _plan([(src.name, o) for src, o in zip(sources, owners)], Path(out))]
     else:

@@ -224,6 +224,40 @@ def test_interrupted_render_leaves_an_unfinished_folder_that_resumes(batch, phot
     assert not (out / "astronaut" / "mesh.ply").exists() and not (out / "astronaut" / "orbit.mp4").exists()
 
 
+def _killed_while_writing(path: Path) -> None:
+    """Start writing ``path`` the way every output is written, then die by SIGKILL (no cleanup runs)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from eg3d_invert._io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a file'); print(tmp, flush=True); time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert Path(proc.stdout.readline().strip()).is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def test_a_killed_run_leaves_temporaries_that_the_next_run_removes(batch, photos, tmp_path):
+    out = _copy(batch[0], tmp_path)
+    d = out / "astronaut"
+    for target in (d / "aligned.png", d / "views" / "yaw+000_pitch+000.png", d / "orbit.mp4", out / "summary.json"):
+        _killed_while_writing(target)
+    def leftovers():
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob(".*") if p.name != ".keep")
+
+    assert len(leftovers()) == 4, leftovers()
+    (d / ".keep").write_text("not ours")
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST)  # resume: the photo is complete
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.stdout
+    assert leftovers() == [] and (d / ".keep").is_file()
+
+
 def test_interrupted_inversion_writes_nothing_and_exits_130(photos, tmp_path, monkeypatch):
     def stop(*a, **k):
         raise InterruptedRun("projection interrupted after 0/2 steps")

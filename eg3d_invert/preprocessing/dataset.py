@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .._io import atomic_path, ensure_writable_dir, unique_name, write_json_atomic
+from .._io import atomic_path, ensure_writable_dir, remove_temporaries, unique_name, write_json_atomic
 from ..errors import Eg3dInvertError, OutputError, failure_message
 from .aligner import AlignedFace, Aligner
 
@@ -136,6 +136,8 @@ def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index
     from PIL import Image
 
     out_dir = ensure_writable_dir(out_dir)
+    for folder in (out_dir, out_dir / PREVIEW_DIR):
+        remove_temporaries(folder, recursive=False)  # what a killed run left
     inputs = {p.resolve() for p in paths}
     for path, name in zip(paths, unique_names(paths)):
         result = BatchResult(path, name)
