@@ -93,7 +93,7 @@ def _worker(config: str, steps: int, pti_steps: int, frames: int, mesh_res: int,
     out = Path(tempfile.mkdtemp(prefix="eg3d_pipeline_"))
     result.save(out)
     options = RenderOptions(frames=frames, mesh_resolution=mesh_res, mesh_formats=())
-    _, render_t = write_renders(result, out, options)
+    render_t = dict(write_renders(result, out, options).timings)
     level = 10.0
     t1 = time.perf_counter()
     try:

@@ -78,13 +78,18 @@ class PhotoOutcome:
     def ok(self) -> bool:
         return self.status in ("ok", "skipped")
 
+    @property
+    def warnings(self) -> list[str]:
+        """Outputs the folder's renders skipped (see :func:`~eg3d_invert.outputs.write_renders`)."""
+        return list((self.report or {}).get("warnings") or [])
+
     def to_dict(self) -> dict[str, Any]:
         rep = self.report or {}
         return {"source": str(self.source), "name": self.name,
                 "directory": str(self.directory) if self.directory.is_dir() else None,
                 "status": self.status, "action": self.action, "stage": self.stage, "error": self.error,
-                "camera": rep.get("camera"), "metrics": rep.get("metrics"), "timings": rep.get("timings"),
-                "seconds": round(self.seconds, 3)}
+                "warnings": self.warnings, "camera": rep.get("camera"), "metrics": rep.get("metrics"),
+                "timings": rep.get("timings"), "seconds": round(self.seconds, 3)}
 
 
 # --- inputs and names ---------------------------------------------------------------------------
@@ -249,9 +254,9 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
                 result.save(directory)
                 mark_renders_pending(directory, previous=previous)
                 outcome.action = "inverted"
-            files, timings = write_renders(result, directory, options,
-                                           progress=lambda name, done, total: report_progress(name, done, total))
-            outcome.report = finish_report(directory, options, files, timings)
+            renders = write_renders(result, directory, options,
+                                    progress=lambda name, done, total: report_progress(name, done, total))
+            outcome.report = finish_report(directory, options, renders.files, renders.timings, renders.warnings)
             outcome.status = "ok"
     outcome.seconds = time.perf_counter() - t_start
     return outcome
@@ -324,9 +329,9 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
             (target / REPORT_JSON).unlink(missing_ok=True)
             result.save(target)
         mark_renders_pending(target)
-        files, timings = write_renders(result, target, options,
-                                       progress=lambda name, done, total: report_progress(name, done, total))
-        outcome.report = finish_report(target, options, files, timings)
+        renders = write_renders(result, target, options,
+                                progress=lambda name, done, total: report_progress(name, done, total))
+        outcome.report = finish_report(target, options, renders.files, renders.timings, renders.warnings)
         outcome.status, outcome.action = "ok", "rendered"
     outcome.seconds = time.perf_counter() - start
     return outcome

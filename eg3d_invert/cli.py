@@ -377,6 +377,9 @@ class _Display:
         else:
             self.progress.update(self.stage, completed=done, total=total, info=info)
 
+    def warning(self, message: str) -> None:
+        self.progress.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
     def error(self, message: str, exception: BaseException | None, debug: bool) -> None:
         self.progress.console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         if debug and exception is not None:
@@ -466,6 +469,8 @@ def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
             outcomes.append(outcome)
             if not outcome.ok:
                 display.error(outcome.error, outcome.exception, debug)
+            for warning in outcome.warnings:
+                display.warning(f"{outcome.source}: {warning}")
     except (KeyboardInterrupt, InterruptedRun):
         interrupted = True
     return outcomes, interrupted

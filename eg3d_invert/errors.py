@@ -128,7 +128,16 @@ class ModelFileError(Eg3dInvertError):
 
 
 class EmptyMeshError(Eg3dInvertError):
-    """The density never crosses the iso-level inside the (trimmed) box: there is no surface."""
+    """The density never crosses the iso-level inside the (trimmed) box: there is no surface.
+
+    Attributes:
+        level: the iso-level asked for; density_range: ``(lowest, highest)`` density found.
+    """
+
+    def __init__(self, message: str, level: float | None = None,
+                 density_range: tuple[float, float] | None = None):
+        super().__init__(message)
+        self.level, self.density_range = level, density_range
 
 
 # --- messages ------------------------------------------------------------------------------------

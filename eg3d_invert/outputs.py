@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .errors import EmptyMeshError
 from .options import RenderOptions, parse_views
 from .render.depth import DepthMaps
 from .render.mesh import save_mesh
@@ -33,18 +35,34 @@ from .result_folder import DEPTH_DIR, VIDEO_FILE, VIEWS_DIR, VIEWS_GRID
 RenderProgress = Callable[[str, int, int], None]
 
 
+@dataclass(frozen=True)
+class Renders:
+    """What :func:`write_renders` wrote.
+
+    Attributes:
+        files: ``{path relative to the folder: size in bytes}``.
+        timings: ``{stage: seconds}`` of the stages that ran.
+        warnings: one line per output that was skipped (e.g. a mesh level the density never
+            reaches); the other outputs are complete.
+    """
+
+    files: dict[str, int]
+    timings: dict[str, float]
+    warnings: tuple[str, ...] = ()
+
+
 def write_renders(result: InversionResult, directory: str | os.PathLike, options: RenderOptions,
-                  progress: RenderProgress | None = None) -> tuple[dict[str, int], dict[str, float]]:
+                  progress: RenderProgress | None = None) -> Renders:
     """Render views, depth, video and mesh of ``result`` into ``directory`` (atomically, file by file).
 
-    Returns ``({path relative to directory: size in bytes}, {stage: seconds})``.
-    Raises:
-        EmptyMeshError: the density never reaches ``options.mesh_level`` (the files rendered
-            before the mesh stay).
+    A mesh level the density never reaches skips the mesh with a warning naming the density's
+    range (the views, depth and video are written, so the result is usable); any other failure
+    raises.
     """
     directory = Path(directory)
     written: list[Path] = []
     timings: dict[str, float] = {}
+    warnings: list[str] = []
 
     @contextlib.contextmanager
     def stage(name: str, total: int):
@@ -73,11 +91,15 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
             written.append(info.path)
     if options.mesh_formats:
         with stage("mesh", 1) as report:
-            mesh = result.mesh(options.mesh_resolution, options.mesh_level, progress=report)
-            for fmt in options.mesh_formats:
-                written.append(save_mesh(mesh, directory / f"mesh.{fmt}"))
+            try:
+                mesh = result.mesh(options.mesh_resolution, options.mesh_level, progress=report)
+            except EmptyMeshError as exc:
+                warnings.append(f"mesh skipped: {exc}")
+            else:
+                for fmt in options.mesh_formats:
+                    written.append(save_mesh(mesh, directory / f"mesh.{fmt}"))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in written}
-    return files, timings
+    return Renders(files, timings, tuple(warnings))
 
 
-__all__ = ["write_renders", "RenderProgress", "RenderOptions", "parse_views"]
+__all__ = ["write_renders", "Renders", "RenderProgress", "RenderOptions", "parse_views"]

@@ -310,9 +310,10 @@ def mark_renders_pending(directory: str | os.PathLike, previous: Iterable[str] =
 
 
 def finish_report(directory: str | os.PathLike, options: "RenderOptions", render_files: Mapping[str, int],
-                  render_timings: Mapping[str, float]) -> dict[str, Any]:
-    """Add the renders to the report and write it, last; then delete files that an earlier run
-    wrote here and this one did not (views at other angles, another mesh format, ...).
+                  render_timings: Mapping[str, float], warnings: Iterable[str] = ()) -> dict[str, Any]:
+    """Add the renders (and the ``warnings`` about outputs they skipped) to the report and write
+    it, last; then delete files that an earlier run wrote here and this one did not (views at
+    other angles, another mesh format, ...).
 
     Only files a previous report listed are ever deleted. Returns the final report.
     """
@@ -328,6 +329,7 @@ def finish_report(directory: str | os.PathLike, options: "RenderOptions", render
     timings = {k: v for k, v in (report.get("timings") or {}).items() if k in INVERSION_STAGES}
     timings.update({k: round(float(v), 4) for k, v in render_timings.items()})
     report["timings"] = timings
+    report["warnings"] = list(warnings)
     write_report(directory, report)
     for rel in sorted(old - set(files) - {REPORT_JSON}):
         target = directory / rel

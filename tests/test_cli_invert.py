@@ -224,6 +224,24 @@ def test_interrupted_render_leaves_an_unfinished_folder_that_resumes(batch, phot
     assert not (out / "astronaut" / "mesh.ply").exists() and not (out / "astronaut" / "orbit.mp4").exists()
 
 
+def test_a_mesh_level_without_surface_skips_only_the_mesh(batch, photos, tmp_path, count_projections):
+    out = _copy(batch[0], tmp_path)
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--mesh-level", "1000", "--json")
+    assert result.exit_code == 0, result.output  # the photo is done: views, depth, video, tuned generator
+    assert count_projections == []
+    d = out / "astronaut"
+    report = json.loads((d / "report.json").read_text())
+    [warning] = report["warnings"]
+    assert warning.startswith("mesh skipped: no surface at density level 1000") and "spans [" in warning
+    assert json.loads(result.stdout)["photos"][0]["warnings"] == [warning]
+    assert "warning:" in result.stderr and "1000" in result.stderr
+    assert not list(d.glob("mesh.*")) and (d / "orbit.mp4").is_file() and (d / VIEW_FILES[0]).is_file()
+    assert set(report["files"]) | {"report.json"} == {p.relative_to(d).as_posix() for p in d.rglob("*")
+                                                      if p.is_file()}
+    again = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--mesh-level", "1000")
+    assert again.exit_code == 0 and "skipped" in again.stdout  # complete: the same options give the same result
+
+
 def _killed_while_writing(path: Path) -> None:
     """Start writing ``path`` the way every output is written, then die by SIGKILL (no cleanup runs)."""
     import signal

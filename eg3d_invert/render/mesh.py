@@ -95,7 +95,7 @@ def _march(volume: np.ndarray, level: float, mask: np.ndarray | None) -> tuple[n
     if not inside.any() or inside.all():
         lo, hi = float(volume[volume > TRIM_VALUE].min(initial=np.inf)), float(volume.max())
         raise EmptyMeshError(f"no surface at density level {level:g}: the untrimmed density spans "
-                             f"[{lo:.3g}, {hi:.3g}]; choose a level inside that range")
+                             f"[{lo:.3g}, {hi:.3g}]; choose a level inside that range", level, (lo, hi))
     # 'ascent' keeps skimage's own winding, which for an [x, y, z]-indexed array is counter-
     # clockwise seen from the low-density side (outside): trimesh's outward convention.
     verts, faces, _, _ = marching_cubes(volume, level, gradient_direction="ascent", mask=mask)
