@@ -33,7 +33,7 @@ from .errors import CheckpointError, InterruptedRun, OutputError, failure_messag
 from .inversion import Progress
 from .options import RenderOptions
 from .outputs import write_renders
-from .preprocessing.dataset import IMAGE_SUFFIXES, collect_photos
+from .preprocessing.reading import IMAGE_SUFFIXES, collect_photos
 from .result import InversionResult
 from .result_folder import (ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, TUNED_SAFETENSORS, finish_report, folder_status,
                             inversion_key, mark_renders_pending, package_versions, read_report)
@@ -106,7 +106,7 @@ def is_result_folder(path: Path) -> bool:
 
 def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) -> list[Path]:
     """Photos to invert: files as given, folders recursed (suffixes matched case-insensitively,
-    see :data:`~eg3d_invert.preprocessing.dataset.IMAGE_SUFFIXES`), without our own outputs.
+    see :data:`~eg3d_invert.preprocessing.reading.IMAGE_SUFFIXES`), without our own outputs.
 
     The output folder is not searched, unless it is itself one of the input folders; result
     folders of any run (see :func:`is_result_folder`) inside the inputs are never searched, so

@@ -22,7 +22,7 @@ from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInve
 from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
 from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
 from .preprocessing.detection import DEFAULT_THRESHOLD
-from .preprocessing.reading import DEFAULT_MAX_PIXELS
+from .preprocessing.reading import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 class _DefaultCommandGroup(typer.core.TyperGroup):
     """Runs ``invert`` when the first argument is neither a command nor a root option, so that
@@ -61,6 +61,7 @@ def _root(
 
 
 _MAX_MP_HELP = "Refuse larger photos (decompression-bomb guard); 0 = no limit."
+_NO_PHOTOS = f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)"
 
 
 def _max_pixels(megapixels: float) -> int | None:
@@ -244,14 +245,14 @@ def align_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .preprocessing import Aligner
-    from .preprocessing.dataset import collect_photos, iter_align, write_dataset
+    from .preprocessing.dataset import iter_align, write_dataset
+    from .preprocessing.reading import collect_photos
 
     if all_faces and face_index:
         raise fail("--face-index and --all-faces cannot be used together", code=EXIT_USAGE)
     photos = collect_photos(inputs, exclude=[out])
     if not photos:
-        raise fail("no photos found in the given inputs (searched for "
-                   ".jpg .jpeg .png .webp .bmp .tif .tiff)")
+        raise fail(_NO_PHOTOS, code=EXIT_USAGE)
     try:
         aligner = Aligner(threshold=threshold, min_face_size=min_face_size, five_points=points.value,
                           padding=padding.value, mirror_average=mirror_average,
@@ -581,10 +582,7 @@ def invert_command(
                    code=EXIT_USAGE)
     photos = collect_inputs(inputs, out)
     if not photos:
-        from .batch import IMAGE_SUFFIXES
-
-        raise fail(f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)",
-                   code=EXIT_USAGE)
+        raise fail(_NO_PHOTOS, code=EXIT_USAGE)
     _prepare_out(out, inputs)  # before the checkpoint and LPIPS are loaded (and maybe downloaded)
     try:
         inverter = Inverter.from_pretrained(network, device, preset=preset,

@@ -1,4 +1,4 @@
-"""Aligning many photos into one EG3D dataset folder (used by ``eg3d-invert align``), and finding photos.
+"""Aligning many photos into one EG3D dataset folder (used by ``eg3d-invert align``).
 
 For each photo ``NAME.png`` (the 512x512 crop) and ``NAME.json`` (:meth:`AlignedFace.to_dict`
 plus the crop's file name) are written, optionally ``previews/NAME.jpg``, and the folder's
@@ -10,7 +10,6 @@ overwritten; a photo that fails is reported and the batch goes on.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,42 +20,8 @@ from .._io import atomic_path, ensure_writable_dir, remove_temporaries, unique_n
 from ..errors import Eg3dInvertError, OutputError, failure_message
 from .aligner import AlignedFace, Aligner
 
-#: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
-#: tried whatever their suffix.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DATASET_JSON = "dataset.json"
 PREVIEW_DIR = "previews"
-
-
-def collect_photos(inputs: Iterable[os.PathLike | str], exclude: Iterable[os.PathLike | str] = ()) -> list[Path]:
-    """Photos to process: files as given, folders recursed (sorted), duplicates dropped.
-
-    Paths that do not exist are kept, so that they are reported as failures. Folders in
-    ``exclude`` (e.g. the output folder) are not recursed into.
-    """
-    skip = {Path(p).resolve() for p in exclude}
-    found: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(p: Path) -> None:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append(p)
-
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            if path.resolve() in skip:
-                continue
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip and not d.startswith("."))
-                for f in sorted(files):
-                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
-                        add(Path(root) / f)
-        else:
-            add(path)
-    return found
 
 
 def unique_names(paths: Iterable[Path]) -> list[str]:
