@@ -88,7 +88,8 @@ class PhotoOutcome:
         return {"source": str(self.source), "name": self.name,
                 "directory": str(self.directory) if self.directory.is_dir() else None,
                 "status": self.status, "action": self.action, "stage": self.stage, "error": self.error,
-                "warnings": self.warnings, "camera": rep.get("camera"), "metrics": rep.get("metrics"),
+                "warnings": self.warnings, "faces": rep.get("faces"), "camera": rep.get("camera"),
+                "metrics": rep.get("metrics"),
                 "timings": rep.get("timings"), "seconds": round(self.seconds, 3)}
 
 

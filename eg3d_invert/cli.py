@@ -378,6 +378,9 @@ class _Display:
         else:
             self.progress.update(self.stage, completed=done, total=total, info=info)
 
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[bold]note:[/] {message}", highlight=False, soft_wrap=True)
+
     def warning(self, message: str) -> None:
         self.progress.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
@@ -470,6 +473,10 @@ def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
             outcomes.append(outcome)
             if not outcome.ok:
                 display.error(outcome.error, outcome.exception, debug)
+            faces = (outcome.report or {}).get("faces") or {}
+            if faces.get("found", 1) > 1:
+                display.note(f"{outcome.source}: {faces['found']} faces found; used #{faces['used']} "
+                             f"(by size, #0 the largest; --face-index chooses)")
             for warning in outcome.warnings:
                 display.warning(f"{outcome.source}: {warning}")
     except (KeyboardInterrupt, InterruptedRun):

@@ -106,6 +106,7 @@ def report_document(result: "InversionResult") -> dict[str, Any]:
         "versions": package_versions(),
         "camera": {"yaw_deg": yaw, "pitch_deg": pitch, "estimate_yaw_deg": round(aligned.yaw, 3),
                    "estimate_pitch_deg": round(aligned.pitch, 3), "roll_deg": round(aligned.roll, 3)},
+        "faces": {"found": int(aligned.num_faces), "used": int(aligned.face_index)},
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
         "losses": {
             "project": _stage_summary(result.pivot.history, result.pivot.steps, result.pivot.stop_reason),

@@ -242,6 +242,23 @@ def test_a_mesh_level_without_surface_skips_only_the_mesh(batch, photos, tmp_pat
     assert again.exit_code == 0 and "skipped" in again.stdout  # complete: the same options give the same result
 
 
+def test_invert_says_which_of_several_faces_it_took(photos, tmp_path):
+    import matplotlib.cbook
+
+    a = np.asarray(Image.open(photos / "astronaut.PNG"))
+    g = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+                   .convert("RGB").resize((341, 400)))
+    canvas = np.full((512, 853, 3), 200, np.uint8)
+    canvas[:, :512] = a
+    canvas[56:456, 512:] = g
+    Image.fromarray(canvas).save(tmp_path / "pair.png")
+    result = invoke(tmp_path / "pair.png", "--out", tmp_path / "out", "--network", TINY, "--device", "cpu",
+                    "--steps", "1", "--pti-steps", "1", "--views=none", "--no-video", "--mesh", "none", "--json")
+    assert result.exit_code == 0, result.output
+    assert "2 faces found; used #0" in " ".join(result.stderr.split())
+    assert json.loads(result.stdout)["photos"][0]["faces"] == {"found": 2, "used": 0}
+
+
 def _killed_while_writing(path: Path) -> None:
     """Start writing ``path`` the way every output is written, then die by SIGKILL (no cleanup runs)."""
     import signal
