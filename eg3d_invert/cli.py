@@ -570,7 +570,7 @@ def invert_command(
     """Invert portrait photos into 3D heads: align, project, tune, then render views, depth, video, mesh.
 
     Writes OUT/NAME/ per photo (aligned.png, camera.json, reconstruction.png, views/, views.png,
-    depth/, orbit.mp4, mesh.*, pivot.pt, tuned.safetensors, report.json) and OUT/summary.json.
+    depth/, orbit.mp4, mesh.*, pivot.pt, pivot.npy, tuned.safetensors, report.json) and OUT/summary.json.
     Exit codes: 0 all photos done, 1 some failed, 2 usage error, 130 interrupted.
     """
     import time

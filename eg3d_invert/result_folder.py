@@ -5,7 +5,9 @@ A folder ``DIR/NAME/`` holds the inversion, written by :func:`save_result`:
 * ``aligned.png`` (the 512x512 crop), ``camera.json`` (the label used, the aligner's estimate
   and the whole alignment record), ``reconstruction.png`` (input | render from the photo's
   camera);
-* ``pivot.pt`` (ws, camera, optimised noise, history; loads with ``weights_only=True``);
+* ``pivot.pt`` (ws, camera, optimised noise, history; loads with ``weights_only=True``) and
+  ``pivot.npy`` (EG3D-projector's ws array ``[1, num_ws, w_dim]`` float32, what its
+  ``gen_videos_from_given_latent_code.py --npy_path`` reads);
 * ``tuned.safetensors``: only the tensors tuning changed, plus the base checkpoint's SHA-256;
 
 plus the renders of :func:`eg3d_invert.outputs.write_renders` (``views/``, ``views.png``,
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 ALIGNED_PNG = "aligned.png"
 CAMERA_JSON = "camera.json"
 PIVOT_PT = "pivot.pt"
+PIVOT_NPY = "pivot.npy"
 TUNED_SAFETENSORS = "tuned.safetensors"
 RECONSTRUCTION_PNG = "reconstruction.png"
 REPORT_JSON = "report.json"
@@ -54,9 +57,9 @@ RESULT_FORMAT = "eg3d-invert/result"
 RESULT_VERSION = 1
 
 #: Files of the inversion itself, written by :func:`save_result` (renders are the others).
-INVERSION_FILES = (ALIGNED_PNG, CAMERA_JSON, PIVOT_PT, TUNED_SAFETENSORS, RECONSTRUCTION_PNG)
-#: Those a folder must list to count as inverted.
-REQUIRED_FILES = INVERSION_FILES
+INVERSION_FILES = (ALIGNED_PNG, CAMERA_JSON, PIVOT_PT, PIVOT_NPY, TUNED_SAFETENSORS, RECONSTRUCTION_PNG)
+#: Those a folder must list to count as inverted (folders of earlier versions have no pivot.npy).
+REQUIRED_FILES = (ALIGNED_PNG, CAMERA_JSON, PIVOT_PT, TUNED_SAFETENSORS, RECONSTRUCTION_PNG)
 #: Stages whose timings belong to the inversion (the render stages' are replaced on re-render).
 INVERSION_STAGES = ("align", "project", "tune", "finalize")
 
@@ -145,6 +148,7 @@ def save_result(result: "InversionResult", directory: str | os.PathLike) -> dict
     result.aligned.save(directory / ALIGNED_PNG)
     write_json_atomic(directory / CAMERA_JSON, camera_document(result))
     result.pivot.save(directory / PIVOT_PT)
+    result.pivot.save(directory / PIVOT_NPY)
     result.tuning.save_generator(directory / TUNED_SAFETENSORS, base_info=result.settings.get("checkpoint"))
     save_png(result.side_by_side(), directory / RECONSTRUCTION_PNG)
     files = {name: (directory / name).stat().st_size for name in INVERSION_FILES}
@@ -345,5 +349,5 @@ def finish_report(directory: str | os.PathLike, options: "RenderOptions", render
 __all__ = ["save_result", "load_result", "report_document", "camera_document", "read_report", "write_report",
            "folder_status", "inversion_key", "report_key", "mark_renders_pending", "finish_report",
            "aligned_from_dict", "package_versions", "INVERSION_FILES", "REQUIRED_FILES", "ALIGNED_PNG",
-           "CAMERA_JSON", "PIVOT_PT", "TUNED_SAFETENSORS", "RECONSTRUCTION_PNG", "REPORT_JSON",
+           "CAMERA_JSON", "PIVOT_PT", "PIVOT_NPY", "TUNED_SAFETENSORS", "RECONSTRUCTION_PNG", "REPORT_JSON",
            "VIEWS_DIR", "VIEWS_GRID", "DEPTH_DIR", "VIDEO_FILE", "RESULT_FORMAT", "RESULT_VERSION"]

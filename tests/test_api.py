@@ -230,7 +230,7 @@ def test_video(result, tmp_path):
 
 def test_save_load_round_trip(result, tmp_path, inverter):
     files = result.save(tmp_path / "r")
-    expected = {"aligned.png", "camera.json", "pivot.pt", "tuned.safetensors", "reconstruction.png"}
+    expected = {"aligned.png", "camera.json", "pivot.pt", "pivot.npy", "tuned.safetensors", "reconstruction.png"}
     assert set(files) == expected and all((tmp_path / "r" / f).stat().st_size == n for f, n in files.items())
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["files"] == files and report["metrics"] == result.metrics
@@ -239,6 +239,10 @@ def test_save_load_round_trip(result, tmp_path, inverter):
     assert len(report["losses"]["project"]["loss"]) == 2
     camera = json.loads((tmp_path / "r" / "camera.json").read_text())
     assert len(camera["label"]) == 25 and camera["aligned"]["label"] == [float(v) for v in result.aligned.label]
+
+    # EG3D-projector's ws array, as its tools read it
+    np.testing.assert_array_equal(np.load(tmp_path / "r" / "pivot.npy"), result.pivot.ws.numpy())
+    assert torch.equal(Pivot.load(tmp_path / "r" / "pivot.npy").ws, result.pivot.ws)
 
     loaded = InversionResult.load(tmp_path / "r")
     assert torch.equal(loaded.pivot.ws, result.pivot.ws) and torch.equal(loaded.camera, result.camera)

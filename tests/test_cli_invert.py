@@ -215,7 +215,7 @@ def test_interrupted_render_leaves_an_unfinished_folder_that_resumes(batch, phot
     doc = json.loads((out / "summary.json").read_text())
     assert doc["interrupted"] and doc["not_processed"] == [str(photos / "astronaut.PNG")]
     report = json.loads((out / "astronaut" / "report.json").read_text())
-    assert report["render"] is None and set(report["files"]) == {"aligned.png", "camera.json", "pivot.pt",
+    assert report["render"] is None and set(report["files"]) == {"aligned.png", "camera.json", "pivot.pt", "pivot.npy",
                                                                  "tuned.safetensors", "reconstruction.png"}
     monkeypatch.setattr(batch_module, "write_renders", real)
     result = invoke(*args, "--json")
