@@ -531,3 +531,14 @@ def test_plan_names_never_share_or_steal_a_folder(tmp_path):
     inside.parent.mkdir()
     inside.write_bytes(b"x")
     assert plan_names([a, inside], out) == ["face_3", "face_4"]
+
+
+def test_preset_help_states_every_difference_of_fast():
+    from eg3d_invert.inversion.settings import preset_differences, preset_phrases
+
+    text = " ".join(invoke("invert", "--help").stdout.replace("│", " ").split())
+    phrases = preset_phrases("fast")
+    assert len(phrases) == sum(len(changes) for changes in preset_differences("fast").values())
+    for phrase in phrases:
+        assert phrase in text, phrase
+    assert "tuning lr 0.0006 (official 0.0003)" in text  # the difference the help once left out
