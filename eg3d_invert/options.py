@@ -34,16 +34,20 @@ MESH_FORMATS = ("ply", "obj", "glb")
 DEFAULT_MESH_FORMATS = ("ply",)
 #: Depth-sample multiplier of final renders (``gen_videos.py``'s default: less banding).
 RENDER_SAMPLE_MULT = 2.0
-#: View pitch strictly within (-90, 90) (straight above or below, the camera's up direction is
-#: undefined).
+#: View angles: yaw within [-180, 180], pitch strictly within (-90, 90) (straight above or below
+#: the camera's up direction is undefined).
+MAX_YAW_DEG = 180.0
 MAX_PITCH_DEG = 90.0
 
 
 def check_view_angles(yaws, pitches) -> None:
-    """Raise ConfigError unless every angle is finite and every pitch in (-90, 90)."""
+    """Raise ConfigError unless every yaw is a finite angle in [-180, 180] and every pitch one in
+    (-90, 90): anything else is a mistake (a yaw of 200 is a yaw of -160 written another way)."""
     for y, p in zip(yaws, pitches):
         if not (math.isfinite(y) and math.isfinite(p)):
             raise ConfigError(f"views: angles must be finite numbers, got yaw {y}, pitch {p}")
+        if abs(y) > MAX_YAW_DEG:
+            raise ConfigError(f"views: yaw {y:g} is outside [-{MAX_YAW_DEG:g}, {MAX_YAW_DEG:g}] degrees")
         if abs(p) >= MAX_PITCH_DEG:
             raise ConfigError(f"views: pitch {p:g} is outside (-{MAX_PITCH_DEG:g}, {MAX_PITCH_DEG:g}) degrees")
 

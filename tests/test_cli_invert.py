@@ -429,7 +429,9 @@ def test_summary_that_cannot_be_written_is_one_error_line(photos, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--views=left"], "views"), (["--mesh", "stl"], "mesh format"), (["--projector", "z"], "projector"),
+    (["--views=left"], "views"), (["--views=200"], "yaw 200 is outside [-180, 180]"),
+    (["--views=0,-181:5"], "yaw -181 is outside"), (["--views=0:90"], "pitch 90 is outside (-90, 90)"),
+    (["--mesh", "stl"], "mesh format"), (["--projector", "z"], "projector"),
     (["--network", "no-such-model"], "no-such-model"), (["--steps", "0"], "steps"), (["--bogus"], "bogus"),
 ])
 def test_usage_errors_exit_2(photos, tmp_path, extra, message):

@@ -48,6 +48,9 @@ def test_angle_convention_yaw_toward_subject_left_pitch_above(scene):
     assert c2w[1, 1, 3] > 0.5 and abs(c2w[1, 0, 3]) < 1e-5   # pitch +20: camera above (+y)
     with pytest.raises(ValueError, match="pitch"):
         scene.cameras(0.0, 95.0)
+    with pytest.raises(ValueError, match="yaw 200"):
+        scene.cameras(200.0, 0.0)
+    assert scene.cameras([-180.0, 180.0], 0.0).cam2world.shape == (2, 4, 4)
 
 
 def test_views_render_grid_and_save(scene, tmp_path):

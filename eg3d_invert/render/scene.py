@@ -104,7 +104,7 @@ def resolve_focal(focal: float | None, fov_deg: float | None) -> float:
 
 
 def angle_pairs(yaws, pitches) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcast yaw and pitch (degrees; pitch in (-90, 90)) to two equal-length
+    """Broadcast yaw and pitch (degrees; yaw in [-180, 180], pitch in (-90, 90)) to two equal-length
     float64 arrays ``(B,)``."""
     yaw, pitch = np.broadcast_arrays(np.atleast_1d(np.asarray(yaws, dtype=np.float64)),
                                      np.atleast_1d(np.asarray(pitches, dtype=np.float64)))
