@@ -24,6 +24,7 @@ from .options import RenderOptions, format_views, parse_mesh_formats, parse_view
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
+
 class _DefaultCommandGroup(typer.core.TyperGroup):
     """Runs ``invert`` when the first argument is neither a command nor a root option, so that
     ``eg3d-invert photo.jpg --out views/`` works without naming the command (``eg3d-invert
@@ -536,12 +537,10 @@ def invert_command(
     projector: _Projector = typer.Option(None, "--projector",
                                          help="Latent space: w (official; better novel views) or w+ (closer to the "
                                               "photo, weaker 3D). Default: the preset's (w)."),
-    steps: int = typer.Option(None, "--steps", min=1,
-                              help="Projection steps (default: the preset's, "
-                                   f"{PROJECTION_PRESETS['official'].num_steps} or {PROJECTION_PRESETS['fast'].num_steps})."),
-    pti_steps: int = typer.Option(None, "--pti-steps", min=1,
-                                  help="Tuning steps (default: the preset's, "
-                                       f"{TUNING_PRESETS['official'].num_steps} or {TUNING_PRESETS['fast'].num_steps})."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Projection steps (default: the preset's, "
+                              f"{PROJECTION_PRESETS['official'].num_steps} or {PROJECTION_PRESETS['fast'].num_steps})."),
+    pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, "
+                                  f"{TUNING_PRESETS['official'].num_steps} or {TUNING_PRESETS['fast'].num_steps})."),
     seed: int = typer.Option(PROJECTION_PRESETS["official"].seed, "--seed", min=0,
                              help="Seed of every random draw (same seed, same result)."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
@@ -609,8 +608,8 @@ def invert_command(
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
     t0 = time.perf_counter()
     with _Display("photos", quiet) as display:
-        outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index,
-                                                         resume=resume, progress=display), display, debug)
+        outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
+                                               progress=display), display, debug)
     pending = photos[len(outcomes):]
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
                   seconds=time.perf_counter() - t0)
@@ -661,7 +660,7 @@ def render_command(
     t0 = time.perf_counter()
     with _Display("results", quiet) as display:
         outcomes, interrupted = _run(render_results(dirs, options, out=out, base=base, device=device,
-                                                               progress=display), display, debug)
+                                                    progress=display), display, debug)
     pending = dirs[len(outcomes):]
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
                   settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)

@@ -160,7 +160,8 @@ def failure_message(exc: BaseException, source: object, stage: str | None = None
     Expected errors keep their message (it already names the input when it starts with it);
     anything else is an ``internal error`` with its type, so a bug is never mistaken for bad input.
     """
-    msg = one_line(exc) if isinstance(exc, Eg3dInvertError) else f"internal error: {type(exc).__name__}: {one_line(exc)}"
-    if isinstance(exc, Eg3dInvertError) and msg.startswith(str(source)):
+    if not isinstance(exc, Eg3dInvertError):
+        msg = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+    elif (msg := one_line(exc)).startswith(str(source)):
         return msg
     return f"{source}: {stage}: {msg}" if stage else f"{source}: {msg}"

@@ -246,7 +246,8 @@ class RenderSettings:
             v = rk.get(key, default)
             ok = _is_number(v) and math.isfinite(v) and (not positive or v > 0) and (minimum is None or v >= minimum)
             if not ok:
-                want = "a positive number" if positive else f"a number >= {minimum}" if minimum is not None else "a number"
+                want = ("a positive number" if positive else f"a number >= {minimum}" if minimum is not None
+                        else "a number")
                 raise ConfigError(f"rendering_kwargs[{key!r}] must be {want}, got {v!r}")
             return float(v)
 
@@ -267,7 +268,8 @@ class RenderSettings:
                 raise ConfigError(f"rendering_kwargs: ray_end ({end}) must exceed ray_start ({start})")
         clamp_mode = rk.get("clamp_mode", "softplus")
         if clamp_mode != "softplus":
-            raise ConfigError(f"rendering_kwargs['clamp_mode'] must be 'softplus' (EG3D's only mode), got {clamp_mode!r}")
+            raise ConfigError(f"rendering_kwargs['clamp_mode'] must be 'softplus' (EG3D's only mode), "
+                              f"got {clamp_mode!r}")
         return cls(depth_resolution=count("depth_resolution", 2),
                    depth_resolution_importance=count("depth_resolution_importance", 0),
                    ray_start=start, ray_end=end, box_warp=number("box_warp", positive=True),

@@ -14,6 +14,10 @@ Typical use::
 
 ``preset='official'`` (the default) is the published values; ``preset='fast'`` this project's
 schedule of half the steps (see :mod:`.settings` for it and for every knob).
+
+Modules: :mod:`.projection` (``project``), :mod:`.tuning` (``tune``), :mod:`.losses` (LPIPS, its
+per-process cache, the noise regulariser), :mod:`.results` (``Pivot``, ``TuningResult`` and their
+files), :mod:`.settings`, :mod:`.camera_refine`.
 """
 
 # The names below are imported on first use (PEP 562), so that the command line can read the

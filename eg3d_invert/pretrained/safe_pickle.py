@@ -276,7 +276,7 @@ def load_snapshot(path: str | Path, map_location: str | torch.device = "cpu") ->
         raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure (MemoryError, OverflowError, ...) means unreadable
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure (OverflowError, ...) is unreadable
         raise CheckpointError(f"{path}: not a readable EG3D checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     obj = _to_record(obj)

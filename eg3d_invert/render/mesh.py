@@ -158,7 +158,8 @@ def vertex_colors(scene: Scene, vertices: np.ndarray, normals: np.ndarray, *, mo
     return rgba
 
 
-def extract_mesh(scene: Scene, resolution: int = DEFAULT_MESH_RESOLUTION, level: float = DEFAULT_LEVEL, *, method: str = "sparse",
+def extract_mesh(scene: Scene, resolution: int = DEFAULT_MESH_RESOLUTION, level: float = DEFAULT_LEVEL, *,
+                 method: str = "sparse",
                  trim: bool = True, coarse_stride: int | None = None, margin: int = 1, guard: float = 4.0,
                  colors: str | None = "inside",
                  color_offset: float | None = None, chunk: int = DEFAULT_CHUNK,
@@ -169,10 +170,11 @@ def extract_mesh(scene: Scene, resolution: int = DEFAULT_MESH_RESOLUTION, level:
         resolution: lattice points per axis ``N`` (official default 512; 256 is visually close
             and 8x cheaper).
         level: iso-level of the raw density (official 10).
-        method: ``'sparse'`` (coarse to fine, :func:`~eg3d_invert.render.lattice.sparse_density`) or ``'dense'`` (every
-            lattice point, the reference).
+        method: ``'sparse'`` (coarse to fine, :func:`~eg3d_invert.render.lattice.sparse_density`)
+            or ``'dense'`` (every lattice point, the reference).
         trim: trim the border like the official script.
-        coarse_stride, margin, guard: coarse-to-fine settings (:func:`~eg3d_invert.render.lattice.sparse_density`; defaults:
+        coarse_stride, margin, guard: coarse-to-fine settings
+            (:func:`~eg3d_invert.render.lattice.sparse_density`; defaults:
             a ~64^3 coarse lattice, margin 1 cell, guard 4).
         colors: ``'inside'``, ``'surface'``, ``'ray'`` (see :func:`vertex_colors`) or None.
         color_offset: the colour query offset in world units (default one texel, box/256).
