@@ -340,7 +340,7 @@ def test_locality_and_camera_refinement_run(G, scene, pivot, alex):
     # the frozen copy runs without autograd and may take a different memory layout.
     assert result.history[0]["locality"] < 1e-9 < result.history[1]["locality"]
     corr = result.camera_correction
-    assert set(corr) == {"yaw_deg", "pitch_deg", "roll_deg", "translation"} and corr["yaw_deg"] != 0
+    assert set(corr) == {"yaw_deg", "pitch_deg", "roll_deg", "translation", "pivot"} and corr["yaw_deg"] != 0
     assert not torch.equal(result.pivot.camera, pivot.camera)
 
 
@@ -404,3 +404,22 @@ def test_saved_results_render_identically(G, tuned, tmp_path):
     G3 = load_generator(pth, base=G)
     with torch.no_grad():
         assert torch.equal(G3.synthesis(loaded.ws, loaded.camera, **RENDER)["image"], ref_tuned)
+
+
+def test_camera_refinement_orbits_the_point_the_renders_look_at(G, scene, alex):
+    """One camera sphere per checkpoint: without ``avg_camera_pivot`` the refinement of both
+    stages turns about the same (official default) point that rendered views look at."""
+    import copy
+
+    from eg3d_invert.render import Scene
+
+    bare = copy.deepcopy(G)
+    bare.rendering_kwargs = {k: v for k, v in G.rendering_kwargs.items()
+                             if k not in ("avg_camera_pivot", "avg_camera_radius")}
+    image, cam = scene
+    refine = CameraRefinementSettings(enabled=True)
+    pivot = project(bare, image, cam, settings=FAST_PROJ.replace(num_steps=1, camera=refine), lpips_model=alex)
+    tuned = tune(bare, pivot, image, settings=FAST_TUNE.replace(num_steps=1, camera=refine), lpips_model=alex)
+    looked_at = list(Scene.from_ws(bare, pivot.ws).lookat)
+    assert pivot.camera_correction["pivot"] == looked_at and tuned.camera_correction["pivot"] == looked_at
+    assert Scene.from_ws(G, pivot.ws).lookat == (0.0, 0.0, 0.2)  # the checkpoint's own value when it has one

@@ -15,8 +15,10 @@ The ``'official'`` presets reproduce the published pipelines, value for value:
   on), depth samples x2.
 
 The ``'fast'`` presets are this project's own: half the steps, measured against the official
-schedule by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting is validated on construction and raises
-:class:`~eg3d_invert.errors.ConfigError` naming the field.
+schedule by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting
+is validated on construction and raises :class:`~eg3d_invert.errors.ConfigError` naming the
+field. :func:`resolve_settings` turns the convenience arguments of the API and the command
+line (``preset``, ``steps``, ``seed``, ...) into the two settings objects.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -366,3 +369,102 @@ TUNING_PRESETS: dict[str, TuningSettings] = {
     "fast": TuningSettings(num_steps=175, learning_rate=6e-4, locality_regularization=True,
                            deterministic_render=True),
 }
+
+
+def preset_differences(preset: str) -> dict[str, dict[str, Any]]:
+    """The fields in which ``preset`` differs from ``'official'``: ``{'projection': {field: value},
+    'tuning': {...}}`` (what help texts and reports say about it)."""
+    if preset not in PROJECTION_PRESETS or preset not in TUNING_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PROJECTION_PRESETS))}")
+    out: dict[str, dict[str, Any]] = {}
+    for stage, presets in (("projection", PROJECTION_PRESETS), ("tuning", TUNING_PRESETS)):
+        base, mine = presets["official"].to_dict(), presets[preset].to_dict()
+        out[stage] = {k: v for k, v in mine.items() if base[k] != v}
+    return out
+
+
+def preset_phrases(preset: str) -> list[str]:
+    """Every difference of ``preset`` from ``'official'`` as a short phrase, projection first
+    (``'tuning lr 0.0006 (official 0.0003)'``, ``'no depth jitter in projection'``, ...)."""
+    official = {"projection": PROJECTION_PRESETS["official"], "tuning": TUNING_PRESETS["official"]}
+    phrases = []
+    for stage, changes in preset_differences(preset).items():
+        for name, value in changes.items():
+            was = getattr(official[stage], name)
+            if name == "deterministic_render":
+                phrases.append(f"{'no' if value else 'random'} depth jitter in {stage}")
+            elif name == "locality_regularization":
+                phrases.append(f"PTI's locality regulariser {'on' if value else 'off'}")
+            elif name == "num_steps":
+                phrases.append(f"{value} {stage} steps (official {was})")
+            elif name == "learning_rate":
+                phrases.append(f"{stage} lr {value:g} (official {was:g})")
+            else:
+                phrases.append(f"{stage} {name} {value!r} (official {was!r})")
+    return phrases
+
+
+def describe_preset(preset: str) -> str:
+    """:func:`preset_phrases` as one line, for help texts."""
+    return ", ".join(preset_phrases(preset))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # numpy integers too
+
+
+def resolve_settings(*, preset: str = "official", projector: str | None = None, steps: int | None = None,
+                     pti_steps: int | None = None, seed: int | None = 0, camera_refinement: bool = False,
+                     projection_lpips: str | None = None, tuning_lpips: str | None = None,
+                     projection: ProjectionSettings | None = None,
+                     tuning: TuningSettings | None = None) -> tuple[ProjectionSettings, TuningSettings]:
+    """The projection and tuning settings that the convenience arguments describe.
+
+    Starts from ``projection`` / ``tuning`` if given, else from the ``preset``; then each argument
+    that is not None overrides its field (``projector`` -> ``space``, ``steps`` and ``pti_steps``
+    -> ``num_steps``, ``seed`` -> both seeds, ``*_lpips`` -> ``lpips_net``;
+    ``camera_refinement=True`` turns joint camera refinement on in both stages with its default
+    settings).
+
+    Raises:
+        ConfigError: naming the argument that is wrong.
+    """
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset must be a preset name, got {preset!r}")
+    if projector is not None and projector not in SPACES:
+        raise ConfigError(f"projector must be one of {', '.join(SPACES)}, got {projector!r}")
+    for name, value in (("steps", steps), ("pti_steps", pti_steps)):
+        if value is not None and not (_is_int(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if seed is not None and not (_is_int(seed) and seed >= 0):
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(camera_refinement, bool):
+        raise ConfigError(f"camera_refinement must be True or False, got {camera_refinement!r}")
+    for name, value in (("projection_lpips", projection_lpips), ("tuning_lpips", tuning_lpips)):
+        if value is not None and value not in LPIPS_NETS:
+            raise ConfigError(f"{name} must be one of {', '.join(LPIPS_NETS)}, got {value!r}")
+    if projection is not None and not isinstance(projection, ProjectionSettings):
+        raise ConfigError(f"projection must be a ProjectionSettings, got {type(projection).__name__}")
+    if tuning is not None and not isinstance(tuning, TuningSettings):
+        raise ConfigError(f"tuning must be a TuningSettings, got {type(tuning).__name__}")
+
+    proj = projection if projection is not None else ProjectionSettings.from_preset(preset)
+    tun = tuning if tuning is not None else TuningSettings.from_preset(preset)
+    p_changes: dict[str, Any] = {}
+    t_changes: dict[str, Any] = {}
+    if projector is not None:
+        p_changes["space"] = projector
+    if steps is not None:
+        p_changes["num_steps"] = int(steps)
+    if pti_steps is not None:
+        t_changes["num_steps"] = int(pti_steps)
+    if seed is not None:
+        p_changes["seed"] = t_changes["seed"] = int(seed)
+    if projection_lpips is not None:
+        p_changes["lpips_net"] = projection_lpips
+    if tuning_lpips is not None:
+        t_changes["lpips_net"] = tuning_lpips
+    if camera_refinement:
+        p_changes["camera"] = proj.camera if proj.camera.enabled else CameraRefinementSettings(enabled=True)
+        t_changes["camera"] = tun.camera if tun.camera.enabled else CameraRefinementSettings(enabled=True)
+    return proj.replace(**p_changes), tun.replace(**t_changes)

@@ -23,6 +23,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..camera import camera_sphere
 from ..errors import InterruptedRun
 from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise, log_step,
                       prepare_image, seeded_generator)
@@ -100,14 +101,14 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
         raise ValueError(f"pivot ws must be (1, {G.num_ws}, {G.w_dim}) for this generator, got {tuple(ws.shape)}")
 
     G_tuned = copy.deepcopy(G).eval()
-    G_tuned.checkpoint_path = None  # it no longer is the file it was loaded from
+    G_tuned.checkpoint_path = G_tuned.checkpoint_format = None  # it no longer is the file it was loaded from
     if settings.use_pivot_noise and pivot.noise:
         install_noise(G_tuned, pivot.noise)
     G_tuned.requires_grad_(True)
     correction = None
     if settings.camera.enabled:
         correction = CameraCorrection(settings.camera.rotation_sigma_deg, settings.camera.translation_sigma,
-                                      G.rendering_kwargs.get("avg_camera_pivot", (0.0, 0.0, 0.2))).to(dev)
+                                      camera_sphere(G)[0]).to(dev)
     groups = [{"params": [p for p in G_tuned.parameters()], "lr": settings.learning_rate}]
     if correction is not None:
         groups.append({"params": list(correction.parameters()), "lr": settings.camera.learning_rate})

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..camera import camera_sphere
 from ..errors import InterruptedRun
 from ._common import (ProgressCallback, as_label, check_finite, frontal_label, log_step, noise_buffer_names,
                       prepare_image, seeded_generator, set_buffer)
@@ -142,9 +143,8 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
 
     correction = None
     if settings.camera.enabled:
-        pivot_point = G.rendering_kwargs.get("avg_camera_pivot", (0.0, 0.0, 0.2))
         correction = CameraCorrection(settings.camera.rotation_sigma_deg, settings.camera.translation_sigma,
-                                      pivot_point).to(dev)
+                                      camera_sphere(G)[0]).to(dev)
 
     num_steps, num_ws = settings.num_steps, G.num_ws
     history: list[dict[str, float]] = []
@@ -166,7 +166,7 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
                      noise={k: v.detach().clone().cpu() for k, v in noise.items()} or None,
                      settings=settings.to_dict(), history=list(history), steps=state["step"], stop_reason=reason,
                      camera_correction=correction.summary() if correction is not None else None,
-                     source=getattr(G, "checkpoint_path", None))
+                     source=G.checkpoint_path)
 
     stop_reason = "completed"
     try:
