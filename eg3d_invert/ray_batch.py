@@ -153,7 +153,7 @@ def worker_recipe(inverter: "Inverter") -> dict[str, Any]:
         ConfigError: the Inverter was not built by ``from_pretrained``, or from objects that
             cannot be sent to another process (a prebuilt aligner, LPIPS models or base generator).
     """
-    recipe = getattr(inverter, "recipe", None)
+    recipe = inverter.recipe
     if recipe is None:
         raise ConfigError("the ray engine needs an Inverter made by Inverter.from_pretrained: each worker builds "
                           "its own from the same arguments")

@@ -279,3 +279,25 @@ def test_ray_usage_errors_exit_2(photos, cluster, tmp_path, args, message):
     result = invoke(photos / "astronaut.png", "--out", tmp_path / "out", *FAST, *args)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.stderr.split()) and "Traceback" not in result.output
+
+
+def test_what_the_workers_cannot_rebuild_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from eg3d_invert.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Inverter made by Inverter.from_pretrained"):
+        ray_batch.worker_recipe(SimpleNamespace(recipe=None))  # built from components
+    with pytest.raises(ConfigError, match="prebuilt aligner"):
+        ray_batch.worker_recipe(SimpleNamespace(recipe={"name_or_path": "x", "aligner": object()}))
+    checkpoint = tmp_path / "g.pkl"
+    checkpoint.write_bytes(b"")
+    recipe = ray_batch.worker_recipe(SimpleNamespace(recipe={"name_or_path": os.path.relpath(checkpoint),
+                                                             "base": "ffhq512-128", "device": "auto"}))
+    assert recipe["name_or_path"] == str(checkpoint.resolve()) and recipe["base"] == "ffhq512-128"
+    for bad in (dict(workers=0), dict(cpus_per_worker=0), dict(gpus_per_worker=-1), dict(retries=-1),
+                dict(address="")):
+        with pytest.raises(ConfigError):
+            ray_batch.RayEngine(**bad)
+    with pytest.raises(ConfigError, match="engine must be 'local', 'ray' or a RayEngine"):
+        ray_batch.as_ray_engine("spark")
