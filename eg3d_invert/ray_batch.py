@@ -471,6 +471,8 @@ def _connected(ray, engine: RayEngine) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if engine.address is not None:
+        _probe(engine.address)
     kwargs: dict[str, Any] = {"logging_level": logging.INFO if engine.verbose else logging.ERROR,
                               "log_to_driver": engine.verbose}
     if engine.address is None:
@@ -484,6 +486,26 @@ def _connected(ray, engine: RayEngine) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at a ``HOST:PORT`` address (``ray.init``
+    keeps retrying an unreachable cluster for many minutes before it gives up).
+
+    Raises:
+        ClusterError
+    """
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # 'auto' and the like: ray.init looks them up (and fails fast itself)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc} (is `ray start "
+                           f"--head` running there, and is the port open?)") from None
 
 
 @contextlib.contextmanager
