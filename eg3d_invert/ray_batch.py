@@ -284,6 +284,8 @@ def run_ray_batch(inverter: "Inverter", photos: Sequence[Path], out: os.PathLike
 
 
 def _run(ray, inverter, recipe, photos, out, options, engine, face_index, resume, progress, notice):
+    """The generator behind :func:`run_ray_batch`: resume filtering here, then one Ray Data pass
+    over the rest; Ray is joined (or started) only if something is left to do."""
     from .batch import PhotoOutcome, plan_names, resume_status, skipped_outcome
 
     out = ensure_writable_dir(out)
