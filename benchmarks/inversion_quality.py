@@ -47,6 +47,7 @@ Results are cached (``--work``), so scenarios can be run one at a time and re-pr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -234,9 +235,15 @@ class Runner:
         return self.targets[index]
 
     def save(self):
-        tmp = self.results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=1))
-        os.replace(tmp, self.results_path)
+        # Several runs (one per core, one thread each) may share the cache: merge under a lock so
+        # that none loses the others' results.
+        with open(self.results_path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+            self.results = {**on_disk, **self.results}
+            tmp = self.results_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.results, indent=1))
+            os.replace(tmp, self.results_path)
 
     def _key(self, *parts) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -283,7 +290,7 @@ class Runner:
             return
         target = self.target(index)
         camera_mode = spec.get("camera", "true")
-        curve = [] if spec.get("curve") else None
+        curve = [] if spec.get("curve") and not self.args.no_curve else None
         print(f"  {rkey}: projecting ({spec['proj'].num_steps} steps, {spec['proj'].space})", flush=True)
         piv, t_proj = self.pivot(target, spec["proj"], camera_mode, curve)
         res = {"scenario": name, "target": index, "proj_settings": spec["proj"].to_dict(),
@@ -414,6 +421,8 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="re-run scenarios already in the cache")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every schedule's steps (smoke tests)")
     ap.add_argument("--report", action="store_true", help="only print the tables from the cache")
+    ap.add_argument("--no-curve", action="store_true",
+                    help="skip the learning-curve evaluations (faster; reuses cached pivots)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     runner = Runner(args)

@@ -24,17 +24,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
 from .inversion import (PerceptualDistance, Progress, ProjectionSettings, TuningSettings, prepare_image, project,
                         tune)
+from .inversion.identity import NETWORK as IDENTITY_NETWORK, identity_scores
 from .inversion.losses import shared_lpips
 from .inversion.settings import resolve_settings
 from .preprocessing import AlignedFace, Aligner
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, ImageSource, source_name
 from .pretrained import checkpoint_record, file_sha256
+from .render.views import tensor_to_pil
 from .result import InversionResult
 
 #: Progress callback of :meth:`Inverter.invert`: receives :class:`~eg3d_invert.inversion.Progress`
@@ -232,10 +235,14 @@ class Inverter:
         image = result.input_view(sample_mult=self.tuning.sample_mult)
         with torch.no_grad():
             lp = float(PerceptualDistance(self.lpips[net], target)(image).sum())
+        # The "ID" papers report: the face-recognition similarity of the photo's crop and its render.
+        render = np.asarray(tensor_to_pil(image)[0])
+        ident = identity_scores(aligned.image, {"reconstruction": render})
         return {"lpips": round(lp, 6), "lpips_net": net,
                 "lpips_pretrained": bool(getattr(self.lpips[net], "backbone_pretrained", True)),
                 "psnr_db": None if (p := _psnr(image, target)) is None else round(p, 4),
-                "resolution": int(G.img_resolution), "sample_mult": float(self.tuning.sample_mult)}
+                "resolution": int(G.img_resolution), "sample_mult": float(self.tuning.sample_mult),
+                "identity": {"network": IDENTITY_NETWORK, "reconstruction": ident["reconstruction"]}}
 
 
 def _aligner_device(device: torch.device) -> str:

@@ -11,6 +11,7 @@ Exit codes (:mod:`eg3d_invert.errors`): 0 success, 1 some inputs failed (or an e
 from __future__ import annotations
 
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -351,20 +352,27 @@ _DEFAULT_VIEWS = format_views(_RENDER.yaws, _RENDER.pitches)
 
 
 class _Display:
-    """Progress on stderr: one bar for the batch, one for the current stage (with its loss).
+    """Progress on stderr: one bar for the batch, one for the current stage (with its loss), each
+    with its remaining time.
 
-    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`.
+    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`. Remaining times
+    come from the stage's own pace once two steps are done (the first step carries one-off work),
+    before that from ``estimate`` (:class:`eg3d_invert.estimate.TimeEstimate`) if given.
     """
 
-    def __init__(self, label: str, quiet: bool):
+    def __init__(self, label: str, quiet: bool, estimate=None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.fields[stage]:>9}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console,
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[info]}"), console=err_console,
                                  transient=True, disable=quiet)
-        self.batch = self.progress.add_task("", total=None, stage=label, info="")
-        self.stage = self.progress.add_task("", total=None, stage="", info="", visible=False)
+        self.batch = self.progress.add_task("", total=None, stage=label, info="", eta="")
+        self.stage = self.progress.add_task("", total=None, stage="", info="", eta="", visible=False)
         self.current = None
+        self.estimate = estimate
+        self._stage_clock: dict = {}
+        self._photo_clock: dict = {"start": time.perf_counter(), "done": 0, "photo_start": time.perf_counter()}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -373,17 +381,54 @@ class _Display:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
+    def _stage_eta(self, stage: str, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        clock = self._stage_clock
+        if done >= 1 and "first" not in clock:  # the pace is timed from the first finished step on
+            clock["first"], clock["first_done"] = now, done
+        if not total or done >= total:
+            return ""
+        per = None
+        if "first" in clock and done > clock["first_done"]:
+            per = (now - clock["first"]) / (done - clock["first_done"])
+        elif self.estimate is not None and stage in self.estimate.per_step:
+            per = self.estimate.per_step[stage]
+        elif self.estimate is not None and stage in self.estimate.stages:
+            per = self.estimate.stages[stage] / total
+        return "" if per is None else f"ETA {_clock(per * (total - done))}"
+
+    def _batch_eta(self, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        pc = self._photo_clock
+        if not total or done >= total:
+            return ""
+        if done > pc["done"]:
+            pc["done"], pc["photo_start"] = done, now
+        if done >= 1:
+            per = (now - pc["start"]) / done
+            return f"ETA {_clock(per * (total - done))}"
+        if self.estimate is not None:
+            left = self.estimate.total * (total - done) - (now - pc["photo_start"])
+            return f"ETA ~{_clock(max(left, 0.0))}"
+        return ""
+
     def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
         if stage == "photo":
-            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name)
+            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name,
+                                 eta=self._batch_eta(done, total))
             self.progress.update(self.stage, visible=False)
             self.current = None
             return
         if stage != self.current:  # a new stage: its own bar and clock
             self.current = stage
-            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True)
+            self._stage_clock = {}
+            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True,
+                                eta=self._stage_eta(stage, done, total))
         else:
-            self.progress.update(self.stage, completed=done, total=total, info=info)
+            self.progress.update(self.stage, completed=done, total=total, info=info,
+                                 eta=self._stage_eta(stage, done, total))
+        self.progress.update(self.batch, eta=self._batch_eta(self._photo_clock["done"],
+                                                             self.progress.tasks[self.batch].total))
 
     def notice(self, level: str, message: str) -> None:
         """:data:`eg3d_invert.batch.BatchNotice`."""
@@ -402,6 +447,13 @@ class _Display:
 
             self.progress.console.print("".join(traceback.format_exception(exception)), highlight=False,
                                         markup=False)
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` / ``m:ss``."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
 def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
@@ -525,6 +577,31 @@ _PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PR
                 f"on our benchmarks in about two thirds of the time).")
 
 
+def _estimate(inverter, options: RenderOptions, preset: str, debug: bool):
+    """Print the expected time per photo (:mod:`eg3d_invert.estimate`); None if it cannot be had."""
+    from .estimate import estimate_photo_time
+
+    with err_console.status("estimating the time per photo...", spinner="dots"):
+        try:
+            expected = estimate_photo_time(inverter, options)
+        except Exception as exc:  # noqa: BLE001 - an estimate must never stop the work
+            if debug:
+                raise
+            err_console.print(f"[bold yellow]warning:[/] no time estimate ({type(exc).__name__}: {exc})",
+                              highlight=False, soft_wrap=True)
+            return None
+    device = str(inverter.device) + (f", {torch_threads()} threads" if inverter.device.type == "cpu" else "")
+    err_console.print(f"[bold]estimate:[/] {expected.describe()} on {device}, preset {preset}",
+                      highlight=False, soft_wrap=True)
+    return expected
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 @app.command("invert")
 def invert_command(
     inputs: list[Path] = typer.Argument(..., metavar="PHOTO_OR_FOLDER...",
@@ -568,6 +645,10 @@ def invert_command(
     resume: bool = typer.Option(True, "--resume/--overwrite",
                                 help="Skip photos whose outputs are complete for the same settings and only "
                                      "re-render those whose inversion is (default), or redo everything."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate",
+                                  help="Print the expected time per photo before starting (measures a few steps, "
+                                       "~30 s on a CPU for the full model, unless a photo with the same settings "
+                                       "finished before)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -612,8 +693,9 @@ def invert_command(
         raise fail(str(exc)) from None
 
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
+    expected = _estimate(inverter, options, preset, debug) if estimate and not quiet else None
     t0 = time.perf_counter()
-    with _Display("photos", quiet) as display:
+    with _Display("photos", quiet, expected) as display:
         outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
                                                progress=display, notice=display.notice), display, debug)
     pending = photos[len(outcomes):]

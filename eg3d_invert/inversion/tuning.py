@@ -54,6 +54,15 @@ def _locality_loss(G_new, G_orig, pivot_ws, label, cond, settings: TuningSetting
     return total / len(w_samples)
 
 
+def tuning_optimizer(params, betas=(0.9, 0.999), lr: float = 1e-3) -> torch.optim.Optimizer:
+    """PTI's Adam, as one fused kernel per step where torch has one (CPU, CUDA, MPS): the same
+    update rule, without a separate pass over the ~31M parameters per arithmetic operation."""
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
 def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None = None, preset: str = "official",
          lpips_model=None, callback: ProgressCallback | None = None) -> TuningResult:
     """Fine-tune a copy of ``G`` so that ``pivot`` renders ``image`` from ``camera``.
@@ -112,7 +121,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     groups = [{"params": [p for p in G_tuned.parameters()], "lr": settings.learning_rate}]
     if correction is not None:
         groups.append({"params": list(correction.parameters()), "lr": settings.camera.learning_rate})
-    optimizer = torch.optim.Adam(groups, betas=settings.betas)
+    optimizer = tuning_optimizer(groups, settings.betas)
     cond = frontal_label(G, dev) if settings.locality_regularization else None
 
     history: list[dict[str, float]] = []
