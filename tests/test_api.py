@@ -305,3 +305,19 @@ def test_fast_preset_reaches_both_stages():
     proj, tun = resolve_settings(preset="fast", pti_steps=20)
     assert (proj.num_steps, proj.coarse_steps, tun.num_steps, tun.learning_rate) == (200, 200, 20, 6e-4)
     assert tun.sample_mult == 1.0 and proj.deterministic_render
+
+
+def test_allocator_setting_is_process_wide_idempotent_and_can_be_refused():
+    """Inverter on a CPU asks glibc to reuse freed memory (devices.reuse_freed_memory); the
+    environment variable refuses it. In subprocesses: the setting lasts for the process."""
+    code = ("import eg3d_invert.devices as d; a = d.reuse_freed_memory(); b = d.reuse_freed_memory(); "
+            "assert a == b; print(a)")
+    import platform
+
+    on = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0, on.stderr
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.strip() == str(glibc)
+    env = {**__import__("os").environ, "EG3D_INVERT_KEEP_MALLOC": "1"}
+    off = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert off.returncode == 0 and off.stdout.strip() == "False", off.stderr
