@@ -51,6 +51,8 @@ from .frames import FrameSpec, LiveSettings, encode_png
 from .session import UnknownResultError, Viewer
 
 HOST = "127.0.0.1"
+#: Port of ``eg3d-invert view`` when none is given.
+DEFAULT_PORT = 8765
 STATIC = Path(__file__).parent / "static"
 #: Query parameters of the render and mesh endpoints.
 VIEW_PARAMS = {"result", "yaw", "pitch", "kind", "quality"}
@@ -380,4 +382,4 @@ def serve(directories: Sequence[str | Path], *, port: int = 0, device: str = "cp
         raise
 
 
-__all__ = ["serve", "bind", "create_app", "ViewerServer", "RequestOrder", "PortError", "HOST"]
+__all__ = ["serve", "bind", "create_app", "ViewerServer", "RequestOrder", "PortError", "HOST", "DEFAULT_PORT"]
