@@ -292,12 +292,21 @@ class ViewerServer:
         config = uvicorn.Config(self.app, log_level=log_level, access_log=debug, lifespan="off",
                                 timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
-                                        name="eg3d-invert-viewer", daemon=True)
+        # Waiting is done on an Event, not on Thread.join: a Ctrl-C that lands inside join() can
+        # leave CPython believing the thread has ended (and the socket would be closed under it).
+        self._stopped = threading.Event()
+
+        def run() -> None:
+            try:
+                self._server.run(sockets=[sock])
+            finally:
+                self._stopped.set()
+
+        self._thread = threading.Thread(target=run, name="eg3d-invert-viewer", daemon=True)
         self._sock = sock
         self._thread.start()
         while not self._server.started:
-            if not self._thread.is_alive():
+            if self._stopped.is_set():
                 sock.close()
                 raise PortError(f"the viewer did not start on {self.host}:{self.port}")
             time.sleep(0.01)
@@ -308,18 +317,18 @@ class ViewerServer:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return not self._stopped.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server stops (or ``timeout`` seconds); True if it stopped."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._stopped.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving and close the socket (open connections get up to 2 s to finish)."""
         self._server.should_exit = True
-        self._thread.join(timeout)
-        self._sock.close()
+        if self._stopped.wait(timeout):
+            self._thread.join(timeout)
+            self._sock.close()
 
     def open_browser(self) -> bool:
         """Open :attr:`url` in the default browser; False if there is none."""

@@ -13,13 +13,14 @@ const SEFA_RANGE = 5;       // slider range in standard deviations
 const MAX_PITCH = 60;       // EG3D's training views stay well within this
 const DEG_PER_PIXEL = 0.4;
 const KEY_STEP = 5;
-const FULL_DELAY_MS = 350;  // stillness before a full frame is asked for
+const FULL_DELAY_MS = 350;  // stillness before a full frame is asked for (longer where full frames are slow)
 
 const state = {
   results: [], current: null, yaw: 0, pitch: 0, kind: 'image', tab: 'live',
   edit: { sefa: new Map(), psi: 1, other: '', blend: 0, layers: 'all' },
   client: Math.random().toString(36).slice(2) + Date.now().toString(36),
   seq: 0,
+  fullSeconds: 0,  // how long the last full frame took to render
 };
 // Every frame shown, for tests and for anyone curious: {seq, quality, kind, yaw, pitch, width, height, seconds}.
 window.viewerLog = [];
@@ -66,7 +67,11 @@ function request(quality) {
   if (!inflight) pump();
 }
 
-function scheduleFull(delay = FULL_DELAY_MS) {
+function scheduleFull(delay = null) {
+  // A full frame cannot be interrupted once the server has started it, and on a CPU it takes
+  // seconds: wait a little longer for stillness when they are slow, so a quick re-grab still
+  // gets previews at once.
+  if (delay === null) delay = Math.min(1500, Math.max(FULL_DELAY_MS, 250 * state.fullSeconds));
   clearTimeout(fullTimer);
   fullTimer = setTimeout(() => request('full'), delay);
 }
@@ -83,6 +88,7 @@ async function pump() {
     const response = await fetch(`/api/render?${query}`);
     if (response.status === 200) {
       shot.seconds = +(response.headers.get('X-Render-Seconds') || 0);
+      if (quality === 'full') state.fullSeconds = shot.seconds;
       await show(await response.blob(), shot);
       if ($('status').dataset.error === 'true') status('');  // a frame came: the error is over
     } else if (response.status !== 204) {  // 204: dropped because a newer request came
