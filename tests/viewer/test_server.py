@@ -300,3 +300,16 @@ def test_superseded_requests_are_dropped(server):
     assert answers == {1: 204, 2: 200}
     # another client's older request is not anyone's superseded request
     assert get(server, "/api/render", result="grace", quality="preview", client="tab2", seq=1)[0] == 200
+
+
+def test_results_of_another_checkpoint_are_not_mixed(server, monkeypatch):
+    grace = server.viewer.sessions["grace"]
+    monkeypatch.setattr(grace, "checkpoint", "0" * 64)  # as if grace came from another checkpoint
+    status, _, body = get(server, "/api/render", result="astronaut", other="grace", blend=0.5)
+    assert status == 400 and "another checkpoint" in json.loads(body)["error"]
+
+
+def test_result_ids_are_url_safe_and_unique():
+    from eg3d_invert.viewer.session import unique_ids
+
+    assert unique_ids(["Photo 1", "photo-1", "..", "Ünï", "photo_1"]) == ["photo-1", "photo-1-2", "result", "n", "photo_1"]
