@@ -86,7 +86,12 @@ def _measure(config: str, step: str, impl: str, repeats: int, threads: int, offi
             w_opt.grad = None
     elif step == "pti":
         G.requires_grad_(True)
-        opt = torch.optim.Adam(G.parameters(), lr=3e-4)
+        if impl == "ours":  # what eg3d_invert.inversion.tune uses
+            from eg3d_invert.inversion.tuning import tuning_optimizer
+
+            opt = tuning_optimizer(G.parameters(), lr=3e-4)
+        else:  # PTI: torch's default Adam
+            opt = torch.optim.Adam(G.parameters(), lr=3e-4)
 
         def run():
             img = G.synthesis(ws, c, noise_mode="const")["image"]

@@ -47,6 +47,7 @@ Results are cached (``--work``), so scenarios can be run one at a time and re-pr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -111,6 +112,29 @@ SCENARIOS: dict[str, dict] = {
                      tune=TuningSettings(num_steps=175, learning_rate=6e-4, locality_regularization=True,
                                          deterministic_render=True, **NO_STOP)),
     "proj_l2": dict(proj=ProjectionSettings(l2_weight=1.0), tune=TuningSettings(**NO_STOP)),
+    # Coarse-to-fine candidates (issue 9): most steps on the raw render at half resolution.
+    "c2f_a": dict(proj=ProjectionSettings(num_steps=300, coarse_steps=270, deterministic_render=True),
+                  tune=TuningSettings(num_steps=150, coarse_steps=75, learning_rate=6e-4,
+                                      locality_regularization=True, deterministic_render=True, **NO_STOP)),
+    "c2f_b": dict(proj=ProjectionSettings(num_steps=200, coarse_steps=190, learning_rate=0.02,
+                                          deterministic_render=True),
+                  tune=TuningSettings(num_steps=100, coarse_steps=40, learning_rate=1e-3,
+                                      locality_regularization=True, deterministic_render=True, **NO_STOP)),
+    "c2f_curve": dict(proj=ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
+                      tune=TuningSettings(num_steps=200, coarse_steps=60, learning_rate=6e-4,
+                                          locality_regularization=True, deterministic_render=True, **NO_STOP),
+                      curve=True),
+    "c2f_g": dict(proj=ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
+                  tune=TuningSettings(num_steps=80, learning_rate=6e-4, deterministic_render=True, **NO_STOP)),
+    "c2f_h": dict(proj=ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
+                  tune=TuningSettings(num_steps=80, learning_rate=6e-4, locality_regularization=True,
+                                      locality_interval=4, deterministic_render=True, **NO_STOP)),
+    "c2f_i": dict(proj=ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
+                  tune=TuningSettings(num_steps=80, learning_rate=6e-4, sample_mult=1.0, deterministic_render=True,
+                                      **NO_STOP)),
+    "c2f_c": dict(proj=ProjectionSettings(num_steps=300, coarse_steps=300, deterministic_render=True),
+                  tune=TuningSettings(num_steps=120, coarse_steps=60, learning_rate=6e-4, sample_mult=1.0,
+                                      locality_regularization=True, deterministic_render=True, **NO_STOP)),
 }
 
 
@@ -211,9 +235,15 @@ class Runner:
         return self.targets[index]
 
     def save(self):
-        tmp = self.results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=1))
-        os.replace(tmp, self.results_path)
+        # Several runs (one per core, one thread each) may share the cache: merge under a lock so
+        # that none loses the others' results.
+        with open(self.results_path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+            self.results = {**on_disk, **self.results}
+            tmp = self.results_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.results, indent=1))
+            os.replace(tmp, self.results_path)
 
     def _key(self, *parts) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -260,7 +290,7 @@ class Runner:
             return
         target = self.target(index)
         camera_mode = spec.get("camera", "true")
-        curve = [] if spec.get("curve") else None
+        curve = [] if spec.get("curve") and not self.args.no_curve else None
         print(f"  {rkey}: projecting ({spec['proj'].num_steps} steps, {spec['proj'].space})", flush=True)
         piv, t_proj = self.pivot(target, spec["proj"], camera_mode, curve)
         res = {"scenario": name, "target": index, "proj_settings": spec["proj"].to_dict(),
@@ -391,6 +421,8 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="re-run scenarios already in the cache")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every schedule's steps (smoke tests)")
     ap.add_argument("--report", action="store_true", help="only print the tables from the cache")
+    ap.add_argument("--no-curve", action="store_true",
+                    help="skip the learning-curve evaluations (faster; reuses cached pivots)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     runner = Runner(args)

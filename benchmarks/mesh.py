@@ -95,6 +95,7 @@ def _measure(config: str, method: str, N: int, level: float, guard: float, threa
 
     torch.set_num_threads(threads)
     from eg3d_invert.render import Scene, extract_mesh
+    from eg3d_invert.render import lattice as L
     from eg3d_invert.render import mesh as M
 
     G, z, c = _build(config)
@@ -112,7 +113,7 @@ def _measure(config: str, method: str, N: int, level: float, guard: float, threa
         t_density = time.perf_counter() - t0
         vol = np.flip(sig.reshape(N, N, N).numpy(), 0).copy()
         del pts, sig
-        M._trim(vol, M.trim_width(N))  # the official border: int(30 N / 256) points set to -1000
+        L._trim(vol, L.trim_width(N))  # the official border: int(30 N / 256) points set to -1000
         from skimage.measure import marching_cubes
         verts, faces, _, _ = marching_cubes(np.ascontiguousarray(np.transpose(vol, (2, 1, 0))), level)
         vertices = M.official_ply_to_world(verts, N, G.rendering_kwargs["box_warp"])
@@ -199,7 +200,7 @@ def main() -> None:
                 print(f"  done {config} {N} {method} guard={guard}: {r['seconds']:.1f} s", flush=True)
         # Chamfer against the dense mesh of the same resolution, in voxels.
         sys.path.insert(0, str(REPO))
-        from eg3d_invert.render.mesh import chamfer_distance
+        from tests.geometry import chamfer_distance
         for (N, method, guard), r in rows.items():
             ref = rows.get((N, "dense", 0.0))
             if ref is not None and method != "dense":

@@ -61,9 +61,11 @@ def _worker(config: str, steps: int, pti_steps: int, frames: int, mesh_res: int,
     import torch
 
     sys.path.insert(0, str(REPO))
-    from eg3d_invert.api import Inverter, resolve_settings
+    from eg3d_invert.api import Inverter
+    from eg3d_invert.inversion.settings import resolve_settings
     from eg3d_invert.inversion import load_lpips
-    from eg3d_invert.outputs import RenderOptions, write_renders
+    from eg3d_invert.options import RenderOptions
+    from eg3d_invert.outputs import write_renders
     from eg3d_invert.preprocessing import Aligner
     from eg3d_invert.render import EmptyMeshError
 
@@ -91,13 +93,14 @@ def _worker(config: str, steps: int, pti_steps: int, frames: int, mesh_res: int,
     out = Path(tempfile.mkdtemp(prefix="eg3d_pipeline_"))
     result.save(out)
     options = RenderOptions(frames=frames, mesh_resolution=mesh_res, mesh_formats=())
-    _, render_t = write_renders(result, out, options)
+    render_t = dict(write_renders(result, out, options).timings)
     level = 10.0
     t1 = time.perf_counter()
     try:
         result.mesh(mesh_res, level)
     except EmptyMeshError:
-        from eg3d_invert.render.mesh import dense_density, plane_density
+        from eg3d_invert.render.lattice import dense_density
+        from eg3d_invert.render.mesh import plane_density
 
         coarse = dense_density(plane_density(result.scene), 64, result.scene.box_warp)
         level = float(0.9 * coarse.max())

@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-_LAZY = {"Inverter": "api", "InversionResult": "api"}
+_LAZY = {"Inverter": "api", "InversionResult": "result"}
 
 __all__ = ["Inverter", "InversionResult", "__version__"]
 

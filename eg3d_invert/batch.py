@@ -1,19 +1,24 @@
-"""Many photos into one output folder: the engine of ``eg3d-invert PHOTO_OR_FOLDER... --out DIR``.
+"""Many photos (or saved results) into one output folder: the engine of ``invert`` and ``render``.
 
-Each photo gets its own folder ``DIR/NAME/`` (see :mod:`eg3d_invert.outputs`); ``NAME`` is the
-photo's stem, made unique with ``_2``, ``_3``, ... when two photos share one or when the folder
-already holds another photo's result, so no result ever overwrites another. A photo that fails
-(unreadable, no face, a diverging optimisation, an empty mesh) is recorded and the batch goes on.
-With ``resume=True`` a photo whose folder is complete for the same photo bytes, checkpoint and
-settings is skipped; one whose inversion is complete but whose renders are not is only
-re-rendered from the saved result.
+:func:`run_batch` inverts photos: each gets its own folder ``DIR/NAME/`` (see
+:mod:`eg3d_invert.result_folder`); ``NAME`` is the photo's stem, made unique with ``_2``, ``_3``,
+... when two photos share one or when the folder already holds another photo's result, so no
+result ever overwrites another. With ``resume=True`` a photo whose folder is complete for the
+same photo bytes, checkpoint and settings is skipped; one whose inversion is complete but whose
+renders are not is only re-rendered from the saved result.
 
-Nothing is written outside ``DIR``, no input photo is ever overwritten, and a folder of ``DIR``
-that holds input photos is never used as a result folder.
+:func:`render_results` re-renders saved results (in place, or into complete copies under
+another folder) without inverting again.
+
+Either way a photo or folder that fails (unreadable, no face, a diverging optimisation, a
+missing base checkpoint) is recorded and the batch goes on. Nothing is written outside ``DIR``,
+no input photo is ever overwritten, and a folder of ``DIR`` that holds input photos is never
+used as a result folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,13 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from ._io import write_json_atomic
-from .api import ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, InversionResult, Inverter, package_versions
-from .errors import Eg3dInvertError, InterruptedRun
+from ._io import ensure_writable_dir, file_sha256, remove_temporaries, unique_name, write_json_atomic
+from .api import Inverter
+from .errors import CheckpointError, InterruptedRun, OutputError, failure_message
 from .inversion import Progress
-from .outputs import (RenderOptions, finish_report, folder_status, inversion_key, mark_renders_pending, read_report,
-                      write_renders)
-from .preprocessing.batch import IMAGE_SUFFIXES, collect_photos
+from .options import RenderOptions
+from .estimate import record_photo_time
+from .outputs import write_renders
+from .preprocessing.reading import IMAGE_SUFFIXES, collect_photos
+from .result import InversionResult
+from .result_folder import (ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, TUNED_SAFETENSORS, finish_report, folder_status,
+                            inversion_key, mark_renders_pending, package_versions, read_report)
 
 SUMMARY_JSON = "summary.json"
 
@@ -36,11 +45,14 @@ SUMMARY_JSON = "summary.json"
 #: the photo's name), then per photo ``align``, ``project``, ``tune`` (info: current loss),
 #: ``finalize``, ``load`` (resuming from a saved inversion), ``views``, ``depth``, ``video``, ``mesh``.
 BatchProgress = Callable[[str, int, "int | None", str], None]
+#: ``notice(level, message)`` with level ``"note"`` or ``"warning"``: told as soon as it is known
+#: (e.g. right after alignment, before the long inversion), messages name the photo.
+BatchNotice = Callable[[str, str], None]
 
 
 @dataclass
 class PhotoOutcome:
-    """What happened to one input photo.
+    """What happened to one input photo (or saved result).
 
     Attributes:
         source: the input path as given (or found in a folder).
@@ -70,13 +82,19 @@ class PhotoOutcome:
     def ok(self) -> bool:
         return self.status in ("ok", "skipped")
 
+    @property
+    def warnings(self) -> list[str]:
+        """Outputs the folder's renders skipped (see :func:`~eg3d_invert.outputs.write_renders`)."""
+        return list((self.report or {}).get("warnings") or [])
+
     def to_dict(self) -> dict[str, Any]:
         rep = self.report or {}
         return {"source": str(self.source), "name": self.name,
                 "directory": str(self.directory) if self.directory.is_dir() else None,
                 "status": self.status, "action": self.action, "stage": self.stage, "error": self.error,
-                "camera": rep.get("camera"), "metrics": rep.get("metrics"), "timings": rep.get("timings"),
-                "seconds": round(self.seconds, 3)}
+                "warnings": self.warnings, "faces": rep.get("faces"), "camera": rep.get("camera"),
+                "metrics": rep.get("metrics"),
+                "timings": rep.get("timings"), "seconds": round(self.seconds, 3)}
 
 
 # --- inputs and names ---------------------------------------------------------------------------
@@ -93,7 +111,7 @@ def is_result_folder(path: Path) -> bool:
 
 def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) -> list[Path]:
     """Photos to invert: files as given, folders recursed (suffixes matched case-insensitively,
-    see :data:`~eg3d_invert.preprocessing.batch.IMAGE_SUFFIXES`), without our own outputs.
+    see :data:`~eg3d_invert.preprocessing.reading.IMAGE_SUFFIXES`), without our own outputs.
 
     The output folder is not searched, unless it is itself one of the input folders; result
     folders of any run (see :func:`is_result_folder`) inside the inputs are never searched, so
@@ -113,6 +131,18 @@ def collect_inputs(inputs: Iterable[os.PathLike | str], out: os.PathLike | str) 
     return collect_photos(inputs, exclude=exclude)
 
 
+def find_results(paths: Iterable[os.PathLike | str]) -> list[Path]:
+    """Result folders among ``paths``: each one itself if it holds a report, else its
+    subfolders that do (a batch output folder)."""
+    found = []
+    for p in map(Path, paths):
+        if (p / REPORT_JSON).is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(d for d in p.iterdir() if d.is_dir() and (d / REPORT_JSON).is_file())
+    return found
+
+
 def _owner(directory: Path) -> str | None:
     """The resolved path of the photo whose result ``directory`` holds (None: unknown or free)."""
     report = read_report(directory)
@@ -124,35 +154,37 @@ def _owner(directory: Path) -> str | None:
 
 
 def plan_names(photos: Sequence[Path], out: os.PathLike | str) -> list[str]:
-    """A result folder name per photo: its stem, else ``stem_2``, ``stem_3``, ...
+    """A result folder name per photo: its stem, else ``stem_2``, ``stem_3``, ... (see :func:`_plan`);
+    a folder that holds an input photo is never used."""
+    resolved = [Path(p).resolve() for p in photos]
+    return _plan([(Path(p).stem or "photo", str(r)) for p, r in zip(photos, resolved)], Path(out), resolved)
 
-    A name is taken only if no earlier photo of this batch has it (case-insensitively, for
-    case-insensitive file systems), its folder does not hold another photo's complete or partial
-    result (known from its report), it is not a file, and it holds no input photo.
+
+def _plan(items: Sequence[tuple[str, str | None]], out: Path, protected: Sequence[Path] = ()) -> list[str]:
+    """Folder names under ``out`` for ``(stem, owner)`` pairs, ``owner`` being the resolved path of
+    the photo whose result will live there.
+
+    A name is taken only if no earlier item has it (case-insensitively, for case-insensitive file
+    systems), it is not a file, its folder does not hold another photo's complete or partial
+    result (known from its report), and it holds none of the ``protected`` paths.
     """
-    out = Path(out)
-    inputs = [p.resolve() for p in photos]
     used: set[str] = set()
+
+    def taken(name: str, owner: str | None) -> bool:
+        target = out / name
+        if name.lower() in used or (target.exists() and not target.is_dir()):
+            return True
+        if target.is_dir():
+            existing = _owner(target)
+            if existing is not None and existing != owner:
+                return True
+            t = target.resolve()
+            return any(t == p or t in p.parents for p in protected)
+        return False
+
     names = []
-    for photo, resolved in zip(photos, inputs):
-        stem = photo.stem or "photo"
-        k = 1
-        while True:
-            name = stem if k == 1 else f"{stem}_{k}"
-            k += 1
-            if name.lower() in used:
-                continue
-            target = out / name
-            if target.exists() and not target.is_dir():
-                continue
-            if target.is_dir():
-                owner = _owner(target)
-                if owner is not None and owner != str(resolved):
-                    continue
-                t = target.resolve()
-                if any(t == p or t in p.parents for p in inputs):
-                    continue
-            break
+    for stem, owner in items:
+        name = unique_name(stem, lambda n: taken(n, owner))
         used.add(name.lower())
         names.append(name)
     return names
@@ -161,13 +193,20 @@ def plan_names(photos: Sequence[Path], out: os.PathLike | str) -> list[str]:
 # --- one photo ------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+@contextlib.contextmanager
+def _capture(outcome: PhotoOutcome, stage: Callable[[], str]) -> Iterator[None]:
+    """Record any failure of the block in ``outcome`` (one line, the stage it happened in), so
+    one bad input never stops a batch; interrupts propagate, the caller decides to stop."""
+    try:
+        yield
+    except (KeyboardInterrupt, InterruptedRun):
+        raise
+    except Exception as exc:  # noqa: BLE001 - expected errors and bugs alike become a failed outcome
+        outcome.status, outcome.action, outcome.stage = "failed", None, stage()
+        outcome.error, outcome.exception = failure_message(exc, outcome.source, outcome.stage), exc
 
 
 def _photo_key(inverter: Inverter, photo: Path, face_index: int) -> dict[str, Any] | None:
-    from .pretrained import file_sha256
-
     if not photo.is_file():
         return None
     return inversion_key(inverter.config, face_index, file_sha256(photo))
@@ -180,8 +219,12 @@ def _loss_info(p: Progress) -> str:
 
 
 def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: RenderOptions, *, face_index: int = 0,
-                 resume: bool = True, progress: BatchProgress | None = None) -> PhotoOutcome:
+                 resume: bool = True, progress: BatchProgress | None = None,
+                 notice: BatchNotice | None = None) -> PhotoOutcome:
     """Invert (or resume) one photo into ``directory`` and render its outputs.
+
+    Right after alignment, ``notice`` hears which face was used when the photo has several, and
+    each pose warning (:attr:`~eg3d_invert.preprocessing.AlignedFace.pose_warnings`).
 
     Expected errors become a failed :class:`PhotoOutcome`; so do unexpected ones (as "internal
     error"), so that one photo never stops a batch. ``KeyboardInterrupt`` and
@@ -197,64 +240,149 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
             progress(name, done, total, info)
 
     def on_inversion(p: Progress) -> None:
+        aligned = p.extra.get("aligned") if p.stage == "align" else None
+        if aligned is not None and notice is not None:
+            if aligned.num_faces > 1:
+                notice("note", f"{photo}: {aligned.num_faces} faces found; using #{aligned.face_index} "
+                               f"(by size, #0 the largest; --face-index chooses)")
+            for warning in aligned.pose_warnings:
+                notice("warning", f"{photo}: {warning}")
         report_progress(p.stage, p.step, p.total, _loss_info(p))
 
-    try:
+    with _capture(outcome, lambda: stage["name"]):
+        remove_temporaries(directory)  # what a killed run left here
         key = _photo_key(inverter, photo, face_index)
         status = folder_status(directory, key, options) if (resume and key is not None) else "stale"
         if status == "complete":
             outcome.status, outcome.action, outcome.report = "skipped", "skipped", read_report(directory)
-            return outcome
-        if status == "inverted":
-            report_progress("load", 0, 1)
-            mark_renders_pending(directory)
-            result = InversionResult.load(directory, base=inverter.generator, device=inverter.device)
-            report_progress("load", 1, 1)
-            outcome.action = "rendered"
         else:
-            result = inverter.invert(photo, face_index=face_index, callback=on_inversion, name=str(photo))
-            old_report = read_report(directory) or {}
-            previous = set(old_report.get("files") or {}) | set(old_report.get("previous_files") or [])
-            (directory / REPORT_JSON).unlink(missing_ok=True)  # from here the folder reads as unfinished
-            result.save(directory)
-            mark_renders_pending(directory, previous=previous)
-            outcome.action = "inverted"
-        files, timings = write_renders(result, directory, options,
-                                       progress=lambda name, done, total: report_progress(name, done, total))
-        outcome.report = finish_report(directory, options, files, timings)
-        outcome.status = "ok"
-    except (KeyboardInterrupt, InterruptedRun):
-        raise
-    except Eg3dInvertError as exc:
-        msg = _one_line(exc)
-        outcome.error = msg if msg.startswith(str(photo)) else f"{photo}: {stage['name']}: {msg}"
-        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
-    except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-        outcome.error = f"{photo}: {stage['name']}: internal error: {type(exc).__name__}: {_one_line(exc)}"
-        outcome.exception, outcome.stage, outcome.action = exc, stage["name"], None
-    finally:
-        outcome.seconds = time.perf_counter() - t_start
+            if status == "inverted":
+                report_progress("load", 0, 1)
+                mark_renders_pending(directory)
+                result = InversionResult.load(directory, base=inverter.generator, device=inverter.device)
+                report_progress("load", 1, 1)
+                outcome.action = "rendered"
+            else:
+                result = inverter.invert(photo, face_index=face_index, callback=on_inversion, name=str(photo))
+                old_report = read_report(directory) or {}
+                previous = set(old_report.get("files") or {}) | set(old_report.get("previous_files") or [])
+                (directory / REPORT_JSON).unlink(missing_ok=True)  # from here the folder reads as unfinished
+                result.save(directory)
+                mark_renders_pending(directory, previous=previous)
+                outcome.action = "inverted"
+            renders = write_renders(result, directory, options,
+                                    progress=lambda name, done, total: report_progress(name, done, total))
+            outcome.report = finish_report(directory, options, renders.files, renders.timings, renders.warnings,
+                                           identity=renders.identity)
+            outcome.status = "ok"
+            if outcome.action == "inverted":  # the next estimate for these settings starts from this photo
+                record_photo_time(inverter, options, {**result.timings, **renders.timings},
+                                  {"project": result.pivot.steps, "tune": result.tuning.steps})
+    outcome.seconds = time.perf_counter() - t_start
     return outcome
 
 
 def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str, options: RenderOptions, *,
-              face_index: int = 0, resume: bool = True, progress: BatchProgress | None = None
-              ) -> Iterator[PhotoOutcome]:
+              face_index: int = 0, resume: bool = True, progress: BatchProgress | None = None,
+              notice: BatchNotice | None = None) -> Iterator[PhotoOutcome]:
     """Invert every photo into ``out/NAME/`` (names from :func:`plan_names`); yields one outcome
     per photo, in order. Ctrl-C propagates (as ``KeyboardInterrupt`` or ``InterruptedRun``)
     after the files of finished photos are complete; the photo in progress leaves no
-    half-written file and no report claiming completeness."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    half-written file and no report claiming completeness.
+
+    Raises:
+        OutputError: ``out`` cannot be written (checked before the first photo).
+    """
+    out = ensure_writable_dir(out)
+    remove_temporaries(out, recursive=False)  # e.g. a summary a killed run was writing
     names = plan_names(photos, out)
     for i, (photo, name) in enumerate(zip(photos, names)):
         if progress is not None:
             progress("photo", i, len(photos), str(photo))
         outcome = invert_photo(inverter, Path(photo), out / name, options, face_index=face_index, resume=resume,
-                               progress=progress)
+                               progress=progress, notice=notice)
         if progress is not None:
             progress("photo", i + 1, len(photos), str(photo))
         yield outcome
+
+
+# --- saved results ------------------------------------------------------------------------------------
+
+
+def render_result(source: Path, target: Path, options: RenderOptions, *, base=None, device="auto",
+                  bases: dict | None = None, progress: BatchProgress | None = None) -> PhotoOutcome:
+    """Re-render the saved result ``source`` into ``target`` (``source`` itself, or a new folder
+    that receives a complete copy of the result), without inverting.
+
+    ``base`` names the base checkpoint when it is no longer where the result records it;
+    ``bases`` caches loaded base generators by SHA-256 across calls. Failures become a failed
+    outcome, as in :func:`invert_photo`.
+    """
+    from .pretrained import load_base_generator
+    from .pretrained.native import read_header
+
+    outcome = PhotoOutcome(source, target.name, target)
+    bases = {} if bases is None else bases
+    start, stage = time.perf_counter(), "load"
+
+    def report_progress(name: str, done: int, total: int | None, info: str = "") -> None:
+        nonlocal stage
+        stage = name
+        if progress is not None:
+            progress(name, done, total, info)
+
+    with _capture(outcome, lambda: stage):
+        remove_temporaries(target)
+        report_progress("load", 0, 1)
+        key = ((read_header(source / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
+        if key not in bases:
+            try:
+                bases[key] = load_base_generator(source / TUNED_SAFETENSORS, base, device)
+            except CheckpointError as exc:
+                if base is not None:
+                    raise
+                raise CheckpointError(f"{exc} (name it with base=, on the command line --base)") from None
+        result = InversionResult.load(source, base=bases[key])
+        report_progress("load", 1, 1)
+        if target.resolve() != source.resolve():
+            stage = "save"
+            (target / REPORT_JSON).unlink(missing_ok=True)
+            result.save(target)
+        mark_renders_pending(target)
+        renders = write_renders(result, target, options,
+                                progress=lambda name, done, total: report_progress(name, done, total))
+        outcome.report = finish_report(target, options, renders.files, renders.timings, renders.warnings,
+                                       identity=renders.identity)
+        outcome.status, outcome.action = "ok", "rendered"
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def render_results(sources: Sequence[Path], options: RenderOptions, *, out: os.PathLike | str | None = None,
+                   base=None, device="auto", progress: BatchProgress | None = None) -> Iterator[PhotoOutcome]:
+    """Re-render saved results (:func:`find_results`) in place, or into ``out/NAME/`` copies;
+    yields one outcome per result, in order. Interrupts propagate as in :func:`run_batch`.
+
+    Raises:
+        OutputError: ``out`` cannot be written (checked before the first result).
+    """
+    bases: dict = {}
+    if out is not None:  # copies: named like their source, never over another photo's result
+        out = ensure_writable_dir(out)
+        remove_temporaries(out, recursive=False)
+        owners = [((read_report(src) or {}).get("photo") or {}).get("path") for src in sources]
+        targets = [Path(out) / n for n in _plan([(src.name, o) for src, o in zip(sources, owners)], Path(out))]
+    else:
+        targets = list(sources)
+    for i, (source, target) in enumerate(zip(sources, targets)):
+        if progress is not None:
+            progress("photo", i, len(sources), str(source))
+        yield render_result(source, target, options, base=base, device=device, bases=bases, progress=progress)
+        if progress is not None:
+            progress("photo", i + 1, len(sources), str(source))
+
+
+# --- the summary --------------------------------------------------------------------------------------
 
 
 def summary(outcomes: Sequence[PhotoOutcome], *, out: os.PathLike | str, interrupted: bool = False,
@@ -275,11 +403,19 @@ def summary(outcomes: Sequence[PhotoOutcome], *, out: os.PathLike | str, interru
 
 
 def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
-    """Write ``out/summary.json`` atomically."""
+    """Write ``out/summary.json`` atomically.
+
+    Raises:
+        OutputError: it cannot be written (the results it summarises are written already).
+    """
     path = Path(out) / SUMMARY_JSON
-    write_json_atomic(path, json.loads(json.dumps(document, default=str)))
+    try:
+        write_json_atomic(path, json.loads(json.dumps(document, default=str)))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the summary: {exc.strerror or exc}") from None
     return path
 
 
-__all__ = ["PhotoOutcome", "collect_inputs", "is_result_folder", "plan_names", "invert_photo", "run_batch", "summary", "write_summary",
-           "SUMMARY_JSON", "IMAGE_SUFFIXES", "BatchProgress"]
+__all__ = ["PhotoOutcome", "collect_inputs", "find_results", "is_result_folder", "plan_names", "invert_photo",
+           "run_batch", "render_result", "render_results", "summary", "write_summary", "SUMMARY_JSON",
+           "IMAGE_SUFFIXES", "BatchProgress"]

@@ -41,6 +41,10 @@ DEFAULT_FOV_DEG = 18.837
 #: FFHQ camera sphere radius and look-at point (``rendering_kwargs`` of the FFHQ models).
 FFHQ_RADIUS = 2.7
 FFHQ_PIVOT = (0.0, 0.0, 0.2)
+#: What the official scripts (``gen_samples.py``, ``gen_videos.py``) use when a checkpoint's
+#: ``rendering_kwargs`` do not name ``avg_camera_pivot`` / ``avg_camera_radius``.
+OFFICIAL_DEFAULT_PIVOT = (0.0, 0.0, 0.0)
+OFFICIAL_DEFAULT_RADIUS = 2.7
 
 _Array = torch.Tensor | np.ndarray | Sequence[float]
 
@@ -49,6 +53,33 @@ def _as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.to(device=device if device is not None else x.device, dtype=dtype or x.dtype)
     return torch.as_tensor(np.asarray(x), dtype=dtype or torch.float32, device=device)
+
+
+def camera_sphere(generator) -> tuple[tuple[float, float, float], float]:
+    """Where a generator's cameras sit: ``(lookat, radius)``.
+
+    Cameras lie on the sphere of ``radius`` about the world origin and look at ``lookat``: the
+    checkpoint's ``avg_camera_pivot`` and ``avg_camera_radius`` (``(0, 0, 0.2)`` and 2.7 for
+    FFHQ), or the official scripts' defaults when it names none. Every camera of this package
+    (conditioning, refinement, views, video) is placed with it.
+
+    Raises:
+        ConfigError: the checkpoint's values are not three finite numbers and a positive radius.
+    """
+    from .errors import ConfigError
+
+    rk = generator.rendering_kwargs
+    lookat, radius = rk.get("avg_camera_pivot", OFFICIAL_DEFAULT_PIVOT), rk.get("avg_camera_radius",
+                                                                                 OFFICIAL_DEFAULT_RADIUS)
+    try:
+        lookat = tuple(float(v) for v in lookat)
+        radius = float(radius)
+    except (TypeError, ValueError):
+        lookat, radius = (), math.nan
+    if len(lookat) != 3 or not all(map(math.isfinite, lookat)) or not (math.isfinite(radius) and radius > 0):
+        raise ConfigError(f"the checkpoint's camera sphere is invalid: avg_camera_pivot "
+                          f"{rk.get('avg_camera_pivot')!r}, avg_camera_radius {rk.get('avg_camera_radius')!r}")
+    return lookat, radius
 
 
 def fov_to_focal(fov_deg: float) -> float:

@@ -4,13 +4,14 @@ Thin over the public API: every command parses options, calls library functions 
 Results go to stdout, progress and errors to stderr. Expected errors (bad photo, bad
 checkpoint, ...) print one line and exit non-zero; ``--debug`` shows the traceback.
 
-Exit codes: 0 success, 1 some inputs failed (or an expected error), 2 usage error,
-130 interrupted.
+Exit codes (:mod:`eg3d_invert.errors`): 0 success, 1 some inputs failed (or an expected error),
+2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -18,7 +19,12 @@ import typer
 import typer.core
 from rich.console import Console
 
-from .errors import Eg3dInvertError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInvertError
+from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
+from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
+from .preprocessing.detection import DEFAULT_THRESHOLD
+from .preprocessing.reading import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+
 
 class _DefaultCommandGroup(typer.core.TyperGroup):
     """Runs ``invert`` when the first argument is neither a command nor a root option, so that
@@ -45,7 +51,7 @@ def _print_version(value: bool) -> None:
     if value:
         from . import __version__
         typer.echo(__version__)
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
 
 
 @app.callback()
@@ -56,7 +62,16 @@ def _root(
     """Turn one portrait photo into a 3D head with EG3D."""
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+_MAX_MP_HELP = "Refuse larger photos (decompression-bomb guard); 0 = no limit."
+_NO_PHOTOS = f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)"
+
+
+def _max_pixels(megapixels: float) -> int | None:
+    """``--max-megapixels`` as the readers' pixel limit (0: none)."""
+    return int(megapixels * 1e6) if megapixels > 0 else None
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print a one-line error to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
@@ -205,7 +220,7 @@ def align_command(
                                                           "landmarks, box and crop square drawn."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest, as EG3D)."),
     all_faces: bool = typer.Option(False, "--all-faces", help="Align every face: NAME_face0.png, NAME_face1.png, ..."),
-    threshold: float = typer.Option(0.9, "--threshold", min=0.0, max=0.999,
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, "--threshold", min=0.0, max=0.999,
                                     help="Detector confidence a face must exceed."),
     min_face_size: float = typer.Option(None, "--min-face-size", min=12,
                                         help="Smallest face searched for, pixels (default: 10% of the "
@@ -219,8 +234,7 @@ def align_command(
                                         help="Also detect on the mirror image and average the 5 points: a "
                                              "mirrored photo then gets exactly the mirrored crop (about twice "
                                              "the detection time; crops ~2 px farther from the official ones)."),
-    max_megapixels: float = typer.Option(100.0, "--max-megapixels", min=0.0,
-                                         help="Refuse larger photos (decompression-bomb guard); 0 = no limit."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_PIXELS / 1e6, "--max-megapixels", min=0.0, help=_MAX_MP_HELP),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON document instead of the table."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
@@ -233,22 +247,23 @@ def align_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .preprocessing import Aligner
-    from .preprocessing.batch import collect_photos, iter_align, write_dataset
+    from .preprocessing.dataset import iter_align, write_dataset
+    from .preprocessing.reading import collect_photos
 
     if all_faces and face_index:
-        raise fail("--face-index and --all-faces cannot be used together", code=2)
+        raise fail("--face-index and --all-faces cannot be used together", code=EXIT_USAGE)
     photos = collect_photos(inputs, exclude=[out])
     if not photos:
-        raise fail("no photos found in the given inputs (searched for "
-                   ".jpg .jpeg .png .webp .bmp .tif .tiff)")
+        raise fail(_NO_PHOTOS, code=EXIT_USAGE)
     try:
         aligner = Aligner(threshold=threshold, min_face_size=min_face_size, five_points=points.value,
                           padding=padding.value, mirror_average=mirror_average,
-                          max_pixels=int(max_megapixels * 1e6) if max_megapixels > 0 else None)
+                          max_pixels=_max_pixels(max_megapixels))
     except Eg3dInvertError as exc:
         if debug:
             raise
         raise fail(str(exc)) from None
+    _prepare_out(out, inputs)
 
     results = []
     interrupted = False
@@ -275,8 +290,12 @@ def align_command(
     except KeyboardInterrupt:
         interrupted = True
     written = [r for r in results if r.ok]
+    dataset_error = None
     if written:
-        write_dataset(out, results)
+        try:
+            write_dataset(out, results)
+        except Eg3dInvertError as exc:
+            dataset_error = str(exc)
     failed = [r for r in results if not r.ok]
     if json_output:
         doc = {"out": str(out), "succeeded": len(written), "failed": len(failed),
@@ -309,12 +328,15 @@ def align_command(
         summary = f"{len(written)} of {len(photos)} photos aligned"
         if failed:
             summary += f", {len(failed)} failed"
-        err_console.print(summary + (f"; dataset.json in {out}" if written else ""), highlight=False)
+        err_console.print(summary + (f"; dataset.json in {out}" if written and not dataset_error else ""),
+                          highlight=False)
+    if dataset_error:
+        err_console.print(f"[bold red]error:[/] {dataset_error}", highlight=False, soft_wrap=True)
     if interrupted:
         err_console.print("interrupted", style="bold red")
-        raise typer.Exit(130)
-    if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if failed or dataset_error:
+        raise typer.Exit(EXIT_FAILED)
 
 
 # --- invert: the main command (photos -> 3D heads) and render (re-render saved results) -------------
@@ -325,25 +347,32 @@ class _Projector(str, Enum):
     w_plus = "w+"
 
 
-_DEFAULT_VIEWS = "-30,-15,0,15,30"
-_RENDER_STAGES = ("views", "depth", "video", "mesh")
+_RENDER = RenderOptions()  # the defaults every render option shows
+_DEFAULT_VIEWS = format_views(_RENDER.yaws, _RENDER.pitches)
 
 
 class _Display:
-    """Progress on stderr: one bar for the batch, one for the current stage (with its loss).
+    """Progress on stderr: one bar for the batch, one for the current stage (with its loss), each
+    with its remaining time.
 
-    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`.
+    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`. Remaining times
+    come from the stage's own pace once two steps are done (the first step carries one-off work),
+    before that from ``estimate`` (:class:`eg3d_invert.estimate.TimeEstimate`) if given.
     """
 
-    def __init__(self, label: str, quiet: bool):
+    def __init__(self, label: str, quiet: bool, estimate=None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.fields[stage]:>9}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console,
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[info]}"), console=err_console,
                                  transient=True, disable=quiet)
-        self.batch = self.progress.add_task("", total=None, stage=label, info="")
-        self.stage = self.progress.add_task("", total=None, stage="", info="", visible=False)
+        self.batch = self.progress.add_task("", total=None, stage=label, info="", eta="")
+        self.stage = self.progress.add_task("", total=None, stage="", info="", eta="", visible=False)
         self.current = None
+        self.estimate = estimate
+        self._stage_clock: dict = {}
+        self._photo_clock: dict = {"start": time.perf_counter(), "done": 0, "photo_start": time.perf_counter()}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -352,17 +381,64 @@ class _Display:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
+    def _stage_eta(self, stage: str, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        clock = self._stage_clock
+        if done >= 1 and "first" not in clock:  # the pace is timed from the first finished step on
+            clock["first"], clock["first_done"] = now, done
+        if not total or done >= total:
+            return ""
+        per = None
+        if "first" in clock and done > clock["first_done"]:
+            per = (now - clock["first"]) / (done - clock["first_done"])
+        elif self.estimate is not None and stage in self.estimate.per_step:
+            per = self.estimate.per_step[stage]
+        elif self.estimate is not None and stage in self.estimate.stages:
+            per = self.estimate.stages[stage] / total
+        return "" if per is None else f"ETA {_clock(per * (total - done))}"
+
+    def _batch_eta(self, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        pc = self._photo_clock
+        if not total or done >= total:
+            return ""
+        if done > pc["done"]:
+            pc["done"], pc["photo_start"] = done, now
+        if done >= 1:
+            per = (now - pc["start"]) / done
+            return f"ETA {_clock(per * (total - done))}"
+        if self.estimate is not None:
+            left = self.estimate.total * (total - done) - (now - pc["photo_start"])
+            return f"ETA ~{_clock(max(left, 0.0))}"
+        return ""
+
     def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
         if stage == "photo":
-            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name)
+            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name,
+                                 eta=self._batch_eta(done, total))
             self.progress.update(self.stage, visible=False)
             self.current = None
             return
         if stage != self.current:  # a new stage: its own bar and clock
             self.current = stage
-            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True)
+            self._stage_clock = {}
+            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True,
+                                eta=self._stage_eta(stage, done, total))
         else:
-            self.progress.update(self.stage, completed=done, total=total, info=info)
+            self.progress.update(self.stage, completed=done, total=total, info=info,
+                                 eta=self._stage_eta(stage, done, total))
+        self.progress.update(self.batch, eta=self._batch_eta(self._photo_clock["done"],
+                                                             self.progress.tasks[self.batch].total))
+
+    def notice(self, level: str, message: str) -> None:
+        """:data:`eg3d_invert.batch.BatchNotice`."""
+        (self.warning if level == "warning" else self.note)(message)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[bold]note:[/] {message}", highlight=False, soft_wrap=True)
+
+    def warning(self, message: str) -> None:
+        self.progress.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     def error(self, message: str, exception: BaseException | None, debug: bool) -> None:
         self.progress.console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -373,26 +449,57 @@ class _Display:
                                         markup=False)
 
 
-def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
-                    mesh_level: float):
-    """Command-line render options -> :class:`RenderOptions`; a bad value is a usage error (exit 2)."""
-    from .errors import ConfigError
-    from .outputs import RenderOptions, parse_views
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` / ``m:ss``."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
+
+def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
+                    mesh_level: float) -> RenderOptions:
+    """Command-line render options -> :class:`RenderOptions`; a bad value is a usage error (exit 2)."""
     try:
         yaws, pitches = parse_views(views)
-        formats = () if mesh.strip().lower() in ("none", "") else tuple(f.strip() for f in mesh.split(","))
         return RenderOptions(yaws=yaws, pitches=pitches, depth=depth, video=video, frames=frames, fps=fps,
-                             mesh_formats=formats, mesh_resolution=mesh_res, mesh_level=mesh_level)
-    except ConfigError as exc:
-        raise fail(str(exc), code=2) from None
+                             mesh_formats=parse_mesh_formats(mesh), mesh_resolution=mesh_res, mesh_level=mesh_level)
+    except Eg3dInvertError as exc:
+        raise fail(str(exc), code=EXIT_USAGE) from None
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    if out.exists() and not out.is_dir():
-        raise fail(f"--out {out} is a file; give a folder", code=2)
+def _prepare_out(out: Path, inputs: list[Path]) -> None:
+    """Check ``--out`` before any work: not an input photo, and a folder that can be written
+    (created if needed); otherwise a usage error, so nothing is computed for nothing."""
+    from ._io import ensure_writable_dir
+
     if any(p.exists() and p.is_file() and p.resolve() == out.resolve() for p in inputs):
-        raise fail(f"--out {out} is one of the input photos", code=2)
+        raise fail(f"--out {out} is one of the input photos", code=EXIT_USAGE)
+    try:
+        ensure_writable_dir(out, "--out folder")
+    except Eg3dInvertError as exc:
+        raise fail(str(exc), code=EXIT_USAGE) from None
+
+
+def _check_device(device: str) -> None:
+    """``--device`` names a device this machine has; otherwise a usage error listing the ones it has."""
+    from .devices import resolve_device
+
+    try:
+        resolve_device(device)
+    except Eg3dInvertError as exc:
+        raise fail(f"--device: {exc}", code=EXIT_USAGE) from None
+
+
+def _write_summary(out: Path, doc: dict) -> bool:
+    """Write ``OUT/summary.json``; a failure is one error line (the results are written already)."""
+    from .batch import write_summary
+
+    try:
+        write_summary(out, doc)
+        return True
+    except Eg3dInvertError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return False
 
 
 def _without_prefix(message: str, source: Path) -> str:
@@ -419,9 +526,27 @@ def _outcome_table(title: str, outcomes) -> "object":
     return table
 
 
+def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
+    """Drain a batch generator, showing each failure as it happens; Ctrl-C ends it cleanly."""
+    from .errors import InterruptedRun
+
+    outcomes, interrupted = [], False
+    try:
+        for outcome in outcomes_iter:
+            outcomes.append(outcome)
+            if not outcome.ok:
+                display.error(outcome.error, outcome.exception, debug)
+            for warning in outcome.warnings:
+                display.warning(f"{outcome.source}: {warning}")
+    except (KeyboardInterrupt, InterruptedRun):
+        interrupted = True
+    return outcomes, interrupted
+
+
 def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: bool, json_output: bool, quiet: bool,
-                  doc: dict, table_title: str) -> None:
-    """Print the table or JSON, the one-line summary, and exit with the documented code."""
+                  doc: dict, table_title: str, failed_anyway: bool = False) -> None:
+    """Print the table or JSON, the one-line summary (naming ``out``'s summary.json if given),
+    and exit with the documented code (``failed_anyway``: exit 1 even if every input succeeded)."""
     import json
 
     if json_output:
@@ -442,9 +567,39 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
     if interrupted:
         err_console.print(f"interrupted; {len(pending)} not processed (run again with --resume to continue)",
                           style="bold red", highlight=False)
-        raise typer.Exit(130)
-    if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if failed or failed_anyway:
+        raise typer.Exit(EXIT_FAILED)
+
+
+_PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PRESETS['official'].num_steps} W steps + "
+                f"PTI {TUNING_PRESETS['official'].num_steps} steps) or fast (ours: {describe_preset('fast')}; as good "
+                f"on our benchmarks in about two thirds of the time).")
+
+
+def _estimate(inverter, options: RenderOptions, preset: str, debug: bool):
+    """Print the expected time per photo (:mod:`eg3d_invert.estimate`); None if it cannot be had."""
+    from .estimate import estimate_photo_time
+
+    with err_console.status("estimating the time per photo...", spinner="dots"):
+        try:
+            expected = estimate_photo_time(inverter, options)
+        except Exception as exc:  # noqa: BLE001 - an estimate must never stop the work
+            if debug:
+                raise
+            err_console.print(f"[bold yellow]warning:[/] no time estimate ({type(exc).__name__}: {exc})",
+                              highlight=False, soft_wrap=True)
+            return None
+    device = str(inverter.device) + (f", {torch_threads()} threads" if inverter.device.type == "cpu" else "")
+    err_console.print(f"[bold]estimate:[/] {expected.describe()} on {device}, preset {preset}",
+                      highlight=False, soft_wrap=True)
+    return expected
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 @app.command("invert")
@@ -455,34 +610,45 @@ def invert_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one subfolder per photo, and summary.json."),
     network: str = typer.Option("ffhq512-128", "--network", "-n",
                                 help="Checkpoint: a registry name (see `eg3d-invert models`; downloaded on first "
-                                     "use) or a .pkl/.safetensors file."),
+                                     "use), a .pkl/.safetensors file, or a weights-only .pth with --base."),
+    base: str = typer.Option(None, "--base",
+                             help="The checkpoint whose configuration a weights-only .pth from PTI / EG3D-projector "
+                                  "({'G_ema': state_dict}) shares: a registry name (ffhq512-128) or a checkpoint "
+                                  "file."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, ..."),
-    preset: str = typer.Option("official", "--preset",
-                               help="Optimisation schedule: official (EG3D-projector 500 W steps + PTI 350 "
-                                    "steps) or fast (250 + 175 steps without depth jitter, PTI's locality "
-                                    "regulariser: as good on our benchmarks in about two thirds of the time)."),
+    preset: str = typer.Option("official", "--preset", help=_PRESET_HELP),
     projector: _Projector = typer.Option(None, "--projector",
                                          help="Latent space: w (official; better novel views) or w+ (closer to the "
                                               "photo, weaker 3D). Default: the preset's (w)."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Projection steps (default: the preset's, 500 or 250)."),
-    pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, 350 or 175)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random draw (same seed, same result)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Projection steps (default: the preset's, "
+                              f"{PROJECTION_PRESETS['official'].num_steps} or {PROJECTION_PRESETS['fast'].num_steps})."),
+    pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, "
+                                  f"{TUNING_PRESETS['official'].num_steps} or {TUNING_PRESETS['fast'].num_steps})."),
+    seed: int = typer.Option(PROJECTION_PRESETS["official"].seed, "--seed", min=0,
+                             help="Seed of every random draw (same seed, same result)."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also refine the estimated camera pose."),
+    max_megapixels: float = typer.Option(DEFAULT_MAX_PIXELS / 1e6, "--max-megapixels", min=0.0, help=_MAX_MP_HELP),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees (yaw + toward the subject's left, pitch + from above), "
                                    "e.g. --views=-30,0,30:10; 'none' for no views."),
-    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views (PNG + raw .npy)."),
-    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video orbit.mp4."),
-    frames: int = typer.Option(120, "--frames", min=1, help="Video frames (one orbit)."),
-    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
-    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none",
+    depth: bool = typer.Option(_RENDER.depth, "--depth/--no-depth", help="Depth maps of the views (PNG + raw .npy)."),
+    video: bool = typer.Option(_RENDER.video, "--video/--no-video", help="The orbit video orbit.mp4."),
+    frames: int = typer.Option(_RENDER.frames, "--frames", min=1, help="Video frames (one orbit)."),
+    fps: float = typer.Option(_RENDER.fps, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option(",".join(_RENDER.mesh_formats), "--mesh", metavar="ply|obj|glb|none",
                              help="Mesh format(s), comma-separated, or none."),
-    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
-    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level of the mesh (official 10)."),
+    mesh_res: int = typer.Option(_RENDER.mesh_resolution, "--mesh-res", min=8,
+                                 help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(_RENDER.mesh_level, "--mesh-level",
+                                     help="Density iso-level of the mesh (official 10)."),
     resume: bool = typer.Option(True, "--resume/--overwrite",
                                 help="Skip photos whose outputs are complete for the same settings and only "
                                      "re-render those whose inversion is (default), or redo everything."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate",
+                                  help="Print the expected time per photo before starting (measures a few steps, "
+                                       "~30 s on a CPU for the full model, unless a photo with the same settings "
+                                       "finished before)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -490,73 +656,54 @@ def invert_command(
     """Invert portrait photos into 3D heads: align, project, tune, then render views, depth, video, mesh.
 
     Writes OUT/NAME/ per photo (aligned.png, camera.json, reconstruction.png, views/, views.png,
-    depth/, orbit.mp4, mesh.*, pivot.pt, tuned.safetensors, report.json) and OUT/summary.json.
+    depth/, orbit.mp4, mesh.*, pivot.pt, pivot.npy, tuned.safetensors, report.json) and OUT/summary.json.
     Exit codes: 0 all photos done, 1 some failed, 2 usage error, 130 interrupted.
     """
     import time
 
     from . import pretrained
     from .api import Inverter
-    from .batch import collect_inputs, run_batch, summary, write_summary
-    from .errors import ConfigError, InterruptedRun, UnknownModelError
+    from .batch import collect_inputs, run_batch, summary
+    from .errors import ConfigError, UnknownModelError
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
-    _check_out(out, inputs)
+    _check_device(device)
     if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
             and pretrained.registry.find_model(network) is None:
         names = ", ".join(m.name for m in pretrained.list_models())
-        raise fail(f"--network {network}: no such file and not a known checkpoint name (known: {names})", code=2)
+        raise fail(f"--network {network}: no such file and not a known checkpoint name (known: {names})",
+                   code=EXIT_USAGE)
     photos = collect_inputs(inputs, out)
     if not photos:
-        from .batch import IMAGE_SUFFIXES
-
-        raise fail(f"no photos found in the given inputs (searched for {' '.join(IMAGE_SUFFIXES)}, any letter case)",
-                   code=2)
+        raise fail(_NO_PHOTOS, code=EXIT_USAGE)
+    _prepare_out(out, inputs)  # before the checkpoint and LPIPS are loaded (and maybe downloaded)
     try:
         inverter = Inverter.from_pretrained(network, device, preset=preset,
                                             projector=projector.value if projector is not None else None,
                                             steps=steps, pti_steps=pti_steps, seed=seed,
-                                            camera_refinement=refine_camera)
+                                            camera_refinement=refine_camera, max_pixels=_max_pixels(max_megapixels),
+                                            base=base)
     except (ConfigError, UnknownModelError) as exc:
         if debug:
             raise
-        raise fail(str(exc), code=2) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
     except Eg3dInvertError as exc:
         if debug:
             raise
         raise fail(str(exc)) from None
 
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
-    outcomes, interrupted = [], False
+    expected = _estimate(inverter, options, preset, debug) if estimate and not quiet else None
     t0 = time.perf_counter()
-    try:
-        with _Display("photos", quiet) as display:
-            for outcome in run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
-                                     progress=display):
-                outcomes.append(outcome)
-                if not outcome.ok:
-                    display.error(outcome.error, outcome.exception, debug)
-    except (KeyboardInterrupt, InterruptedRun):
-        interrupted = True
+    with _Display("photos", quiet, expected) as display:
+        outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
+                                               progress=display, notice=display.notice), display, debug)
     pending = photos[len(outcomes):]
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
                   seconds=time.perf_counter() - t0)
-    write_summary(out, doc)
-    _finish_batch("photos", out, outcomes, pending, interrupted, json_output, quiet, doc, f"eg3d-invert -> {out}")
-
-
-def _result_dirs(paths: list[Path]) -> list[Path]:
-    """Result folders among ``paths``: each one itself if it holds report.json, else its
-    subfolders that do (a batch output folder)."""
-    from .api import REPORT_JSON
-
-    found = []
-    for p in paths:
-        if (p / REPORT_JSON).is_file():
-            found.append(p)
-        elif p.is_dir():
-            found += sorted(d for d in p.iterdir() if d.is_dir() and (d / REPORT_JSON).is_file())
-    return found
+    written = _write_summary(out, doc)
+    _finish_batch("photos", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
+                  f"eg3d-invert -> {out}", failed_anyway=not written)
 
 
 @app.command("render")
@@ -570,13 +717,15 @@ def render_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, ..."),
     views: str = typer.Option(_DEFAULT_VIEWS, "--views", metavar="YAW[:PITCH],...",
                               help="Novel views in degrees, e.g. --views=-30,0,30:10; 'none' for none."),
-    depth: bool = typer.Option(True, "--depth/--no-depth", help="Depth maps of the views."),
-    video: bool = typer.Option(True, "--video/--no-video", help="The orbit video."),
-    frames: int = typer.Option(120, "--frames", min=1, help="Video frames."),
-    fps: float = typer.Option(60.0, "--fps", min=1.0, help="Video frame rate."),
-    mesh: str = typer.Option("ply", "--mesh", metavar="ply|obj|glb|none", help="Mesh format(s) or none."),
-    mesh_res: int = typer.Option(256, "--mesh-res", min=8, help="Marching-cubes lattice points per axis."),
-    mesh_level: float = typer.Option(10.0, "--mesh-level", help="Density iso-level (official 10)."),
+    depth: bool = typer.Option(_RENDER.depth, "--depth/--no-depth", help="Depth maps of the views."),
+    video: bool = typer.Option(_RENDER.video, "--video/--no-video", help="The orbit video."),
+    frames: int = typer.Option(_RENDER.frames, "--frames", min=1, help="Video frames."),
+    fps: float = typer.Option(_RENDER.fps, "--fps", min=1.0, help="Video frame rate."),
+    mesh: str = typer.Option(",".join(_RENDER.mesh_formats), "--mesh", metavar="ply|obj|glb|none",
+                             help="Mesh format(s) or none."),
+    mesh_res: int = typer.Option(_RENDER.mesh_resolution, "--mesh-res", min=8,
+                                 help="Marching-cubes lattice points per axis."),
+    mesh_level: float = typer.Option(_RENDER.mesh_level, "--mesh-level", help="Density iso-level (official 10)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -587,80 +736,25 @@ def render_command(
     """
     import time
 
-    from .api import TUNED_SAFETENSORS, InversionResult, load_base_generator
-    from .batch import PhotoOutcome, summary, write_summary
-    from .errors import CheckpointError, InterruptedRun
-    from .outputs import finish_report, mark_renders_pending, read_report, write_renders
-    from .pretrained import native
+    from .batch import find_results, render_results, summary
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
-    dirs = _result_dirs(results)
+    _check_device(device)
+    dirs = find_results(results)
     if not dirs:
-        raise fail("no saved results found (folders holding report.json)", code=2)
+        raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
     if out is not None:
-        _check_out(out, [])
-    bases: dict[str, object] = {}
-    outcomes, used, interrupted = [], set(), False
+        _prepare_out(out, [])
     t0 = time.perf_counter()
-    try:
-        with _Display("results", quiet) as display:
-            for i, d in enumerate(dirs):
-                display("photo", i, len(dirs), str(d))
-                name, k = d.name, 1
-                while out is not None and name.lower() in used:
-                    k += 1
-                    name = f"{d.name}_{k}"
-                used.add(name.lower())
-                target = d if out is None else out / name
-                outcome = PhotoOutcome(d, name, target)
-                start, stage = time.perf_counter(), "load"
-                try:
-                    display("load", 0, 1)
-                    key = ((native.read_header(d / TUNED_SAFETENSORS) or {}).get("base") or {}).get("sha256")
-                    if key not in bases:
-                        try:
-                            bases[key] = load_base_generator(d / TUNED_SAFETENSORS, base, device)
-                        except CheckpointError as exc:
-                            if base is not None:
-                                raise
-                            raise CheckpointError(f"{exc} (give it with --base)") from None
-                    result = InversionResult.load(d, base=bases[key])
-                    display("load", 1, 1)
-                    if target.resolve() != d.resolve():
-                        stage = "save"
-                        (target / "report.json").unlink(missing_ok=True)
-                        result.save(target)
-                    mark_renders_pending(target)
-
-                    def prog(s, done, total):
-                        nonlocal stage
-                        stage = s
-                        display(s, done, total)
-
-                    files, timings = write_renders(result, target, options, progress=prog)
-                    outcome.report = finish_report(target, options, files, timings)
-                    outcome.status, outcome.action = "ok", "rendered"
-                except (KeyboardInterrupt, InterruptedRun):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad folder must not stop the others
-                    detail = str(exc) if isinstance(exc, Eg3dInvertError) else f"internal error: {type(exc).__name__}: {exc}"
-                    outcome.error = f"{d}: {stage}: {' '.join(detail.split())}"
-                    outcome.exception, outcome.stage = exc, stage
-                    display.error(outcome.error, exc, debug)
-                outcome.seconds = time.perf_counter() - start
-                if outcome.ok and outcome.report is None:
-                    outcome.report = read_report(target)
-                outcomes.append(outcome)
-                display("photo", i + 1, len(dirs), str(d))
-    except (KeyboardInterrupt, InterruptedRun):
-        interrupted = True
+    with _Display("results", quiet) as display:
+        outcomes, interrupted = _run(render_results(dirs, options, out=out, base=base, device=device,
+                                                    progress=display), display, debug)
     pending = dirs[len(outcomes):]
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
                   settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)
-    if out is not None:
-        write_summary(out, doc)
-    _finish_batch("results", out, outcomes, pending, interrupted, json_output, quiet, doc,
-                  f"eg3d-invert render -> {out or 'in place'}")
+    written = _write_summary(out, doc) if out is not None else False
+    _finish_batch("results", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
+                  f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written)
 
 
 # --- view: look at results and edit them in the browser ----------------------------------------------
@@ -683,16 +777,18 @@ def view_command(
 
     Serves a page on 127.0.0.1 only (other machines cannot connect) until Ctrl-C, and prints its
     URL on stdout. Save in the page writes into RESULT_DIR/edits/ and never changes the result's
-    own files. Exit codes: 0 stopped with Ctrl-C, 1 a result could not be loaded or the port is
-    taken, 2 usage error.
+    own files. Exit codes: 0 stopped with Ctrl-C (the normal way to stop a server, so not 130),
+    1 a result could not be loaded or the port is taken, 2 usage error.
     """
+    from .batch import find_results
     from .errors import ConfigError
     from .viewer import serve
     from .viewer.server import DEFAULT_PORT, PortError
 
-    dirs = _result_dirs(results)
+    _check_device(device)  # before the port is taken and anything is loaded
+    dirs = find_results(results)
     if not dirs:
-        raise fail("no saved results found (folders holding report.json)", code=2)
+        raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
 
     def start(p: int):
         return serve(dirs, port=p, device=device, base=base, debug=debug,
@@ -708,7 +804,7 @@ def view_command(
     except ConfigError as exc:
         if debug:
             raise
-        raise fail(str(exc), code=2) from None
+        raise fail(str(exc), code=EXIT_USAGE) from None
     except Eg3dInvertError as exc:
         if debug:
             raise
@@ -740,7 +836,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Exceptions raised by eg3d-invert.
+"""Exceptions raised by eg3d-invert, and the command line's exit codes.
 
 Every error a user can cause (a bad photo, a bad checkpoint, a missing download) is an
 :class:`Eg3dInvertError` subclass with a message that reads as one line, so the CLI can print
@@ -7,6 +7,17 @@ it without a traceback. Programming errors (wrong tensor shapes passed by a call
 """
 
 from __future__ import annotations
+
+# --- exit codes of the command line --------------------------------------------------------------
+
+#: Every input done.
+EXIT_OK = 0
+#: Some inputs failed (the others are written), or an expected error stopped the command.
+EXIT_FAILED = 1
+#: Bad usage: an option, the inputs, the output folder, an unknown checkpoint name or device.
+EXIT_USAGE = 2
+#: Interrupted (Ctrl-C): 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class Eg3dInvertError(Exception):
@@ -26,6 +37,14 @@ class UnsafeCheckpointError(CheckpointError):
 
 class ConfigError(Eg3dInvertError, ValueError):
     """A generator, rendering or optimisation setting is invalid."""
+
+
+class OutputError(Eg3dInvertError):
+    """An output folder or file cannot be written (a file in the way, no permission, read-only disk)."""
+
+
+class DeviceError(ConfigError):
+    """A torch device was asked for that does not exist on this machine (or is not a device)."""
 
 
 class DownloadError(Eg3dInvertError):
@@ -109,4 +128,40 @@ class ModelFileError(Eg3dInvertError):
 
 
 class EmptyMeshError(Eg3dInvertError):
-    """The density never crosses the iso-level inside the (trimmed) box: there is no surface."""
+    """The density never crosses the iso-level inside the (trimmed) box: there is no surface.
+
+    Attributes:
+        level: the iso-level asked for; density_range: ``(lowest, highest)`` density found.
+    """
+
+    def __init__(self, message: str, level: float | None = None,
+                 density_range: tuple[float, float] | None = None):
+        super().__init__(message)
+        self.level, self.density_range = level, density_range
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of the exception's message (libraries append advice on later lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its type name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def failure_message(exc: BaseException, source: object, stage: str | None = None) -> str:
+    """How a failed input is reported: ``SOURCE: [STAGE: ]message``.
+
+    Expected errors keep their message (it already names the input when it starts with it);
+    anything else is an ``internal error`` with its type, so a bug is never mistaken for bad input.
+    """
+    if not isinstance(exc, Eg3dInvertError):
+        msg = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+    elif (msg := one_line(exc)).startswith(str(source)):
+        return msg
+    return f"{source}: {stage}: {msg}" if stage else f"{source}: {msg}"

@@ -13,7 +13,7 @@ import sys
 
 from eg3d_invert import Inverter
 from eg3d_invert.batch import collect_inputs, run_batch, summary, write_summary
-from eg3d_invert.outputs import RenderOptions
+from eg3d_invert.options import RenderOptions
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,13 +94,33 @@ def test_bad_settings_name_the_argument(kwargs, name):
         Inverter.from_pretrained("/nonexistent/checkpoint.pkl", **kwargs)
 
 
+def test_missing_device_is_named_before_anything_loads():
+    from eg3d_invert.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="'cuda:999' is not available on this machine \\(available: cpu"):
+        Inverter.from_pretrained(require(REFERENCE / "tiny_A.pkl"), device="cuda:999")
+
+
+def test_torch_home_that_cannot_hold_the_lpips_weights_is_one_clear_error(tmp_path, monkeypatch, unwritable_dir):
+    from eg3d_invert.errors import MissingWeightsError
+
+    a_file = tmp_path / "torch_home"
+    a_file.write_text("not a folder")
+    for home in (a_file, unwritable_dir):
+        monkeypatch.setenv("TORCH_HOME", str(home))
+        with pytest.raises(MissingWeightsError) as info:
+            Inverter.from_pretrained(require(REFERENCE / "tiny_A.pkl"), device="cpu")
+        message = str(info.value)
+        assert "TORCH_HOME" in message and str(home) in message and "\n" not in message
+
+
 def test_unknown_setting_is_a_type_error():
     with pytest.raises(TypeError, match="stepz"):
         Inverter.from_pretrained("/nonexistent/checkpoint.pkl", stepz=3)
 
 
 def test_settings_conveniences_and_components(inverter):
-    from eg3d_invert.api import resolve_settings
+    from eg3d_invert.inversion.settings import resolve_settings
 
     p, t = resolve_settings(projector="w+", steps=7, pti_steps=5, seed=3, camera_refinement=True, tuning_lpips="vgg")
     assert (p.space, p.num_steps, p.seed, p.camera.enabled) == ("w+", 7, 3, True)
@@ -135,6 +155,12 @@ def test_invert_result_parts(result, inverter):
     m = result.metrics
     assert 0 < m["lpips"] < 2 and m["lpips_net"] == "alex" and m["resolution"] == G.img_resolution
     assert np.isfinite(m["psnr_db"])
+    # The tiny generator's render is no face: the identity entry says so instead of a number.
+    ident = m["identity"]
+    assert ident["network"] == "dlib_face_recognition_resnet_model_v1"
+    rec = ident["reconstruction"]
+    assert (rec["similarity"] is None and rec["note"] == "no face found in the render") or \
+        -1 <= rec["similarity"] <= 1
     assert "lpips=" in repr(result) and "project_steps=2" in repr(result)
 
 
@@ -210,7 +236,7 @@ def test_video(result, tmp_path):
 
 def test_save_load_round_trip(result, tmp_path, inverter):
     files = result.save(tmp_path / "r")
-    expected = {"aligned.png", "camera.json", "pivot.pt", "tuned.safetensors", "reconstruction.png"}
+    expected = {"aligned.png", "camera.json", "pivot.pt", "pivot.npy", "tuned.safetensors", "reconstruction.png"}
     assert set(files) == expected and all((tmp_path / "r" / f).stat().st_size == n for f, n in files.items())
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["files"] == files and report["metrics"] == result.metrics
@@ -219,6 +245,10 @@ def test_save_load_round_trip(result, tmp_path, inverter):
     assert len(report["losses"]["project"]["loss"]) == 2
     camera = json.loads((tmp_path / "r" / "camera.json").read_text())
     assert len(camera["label"]) == 25 and camera["aligned"]["label"] == [float(v) for v in result.aligned.label]
+
+    # EG3D-projector's ws array, as its tools read it
+    np.testing.assert_array_equal(np.load(tmp_path / "r" / "pivot.npy"), result.pivot.ws.numpy())
+    assert torch.equal(Pivot.load(tmp_path / "r" / "pivot.npy").ws, result.pivot.ws)
 
     loaded = InversionResult.load(tmp_path / "r")
     assert torch.equal(loaded.pivot.ws, result.pivot.ws) and torch.equal(loaded.camera, result.camera)
@@ -251,6 +281,17 @@ def test_load_errors(tmp_path, result):
         InversionResult.load(tmp_path / "r")
 
 
+def test_run_batch_refuses_an_unwritable_folder_before_any_photo(inverter, tmp_path):
+    from eg3d_invert.batch import run_batch
+    from eg3d_invert.errors import OutputError
+    from eg3d_invert.options import RenderOptions
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        next(run_batch(inverter, [tmp_path / "photo.png"], blocker / "out", RenderOptions()))
+
+
 def test_import_stays_cheap():
     code = ("import sys, eg3d_invert; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'Inverter' in dir(eg3d_invert); print(eg3d_invert.__version__)")
@@ -259,8 +300,8 @@ def test_import_stays_cheap():
 
 
 def test_fast_preset_reaches_both_stages():
-    from eg3d_invert.api import resolve_settings
+    from eg3d_invert.inversion.settings import resolve_settings
 
     proj, tun = resolve_settings(preset="fast", pti_steps=20)
-    assert (proj.num_steps, tun.num_steps, tun.learning_rate) == (250, 20, 6e-4)
-    assert tun.locality_regularization and proj.deterministic_render
+    assert (proj.num_steps, proj.coarse_steps, tun.num_steps, tun.learning_rate) == (200, 200, 20, 6e-4)
+    assert tun.sample_mult == 1.0 and proj.deterministic_render

@@ -56,7 +56,42 @@ def test_flip_yaw_negates_yaw_and_is_an_involution():
 
 
 def test_orbit_is_the_gen_videos_path():
-    poses = C.orbit_poses(120)
-    assert poses.shape == (120, 4, 4)
-    first = C.lookat_pose(3.14 / 2, 3.14 / 2 - 0.05 + 0.25)
-    torch.testing.assert_close(poses[0], first[0])
+    n = 120
+    poses = C.orbit_poses(n)
+    assert poses.shape == (n, 4, 4)
+    # Every frame is gen_videos.py's: horizontal pi/2 + 0.35 sin(2 pi t), vertical pi/2 - 0.05 + 0.25 cos(2 pi t),
+    # t = i / n (with the script's 3.14), so a reversed, halved or shifted path fails here.
+    t = np.arange(n) / n
+    expected = C.lookat_pose(3.14 / 2 + 0.35 * np.sin(2 * 3.14 * t), 3.14 / 2 - 0.05 + 0.25 * np.cos(2 * 3.14 * t))
+    torch.testing.assert_close(poses, expected)
+
+
+def test_orbit_direction_and_one_whole_loop():
+    n = 120
+    yaw, pitch = C.label_angles(C.orbit_poses(n))
+    # It starts below the eye line at the front, swings toward the subject's left (+x) first,
+    # passes above the eyes half-way, then comes round the right side.
+    # (The script's 3.14 instead of pi moves the extremes by up to a frame.)
+    assert abs(yaw[0]) < 0.5 and pitch[0] < -5
+    assert yaw[n // 4] > 15 and abs(int(yaw.argmax()) - n // 4) <= 1
+    assert abs(yaw[n // 2]) < 1 and pitch[n // 2] > 5 and abs(int(pitch.argmax()) - n // 2) <= 1
+    assert yaw[3 * n // 4] < -15 and abs(int(yaw.argmin()) - 3 * n // 4) <= 1
+    # One loop: left side for the first half, right side for the second, and the last frame leads
+    # back into the first.
+    assert (yaw[1:n // 2] > 0).all() and (yaw[n // 2 + 1:] < 0).all()
+    step = 1.2 * np.abs(np.diff(yaw)).max()  # 3.14 for pi leaves the loop a little open
+    assert abs(yaw[-1] - yaw[0]) <= step and abs(pitch[-1] - pitch[0]) <= step
+
+
+def test_camera_sphere_comes_from_the_checkpoint_or_the_official_defaults():
+    from types import SimpleNamespace
+
+    from eg3d_invert.errors import ConfigError
+
+    ffhq = SimpleNamespace(rendering_kwargs={"avg_camera_pivot": [0, 0, 0.2], "avg_camera_radius": 2.7})
+    assert C.camera_sphere(ffhq) == ((0.0, 0.0, 0.2), 2.7)
+    bare = SimpleNamespace(rendering_kwargs={})  # gen_samples.py / gen_videos.py fall back to these
+    assert C.camera_sphere(bare) == (C.OFFICIAL_DEFAULT_PIVOT, C.OFFICIAL_DEFAULT_RADIUS)
+    for bad in ({"avg_camera_pivot": "front"}, {"avg_camera_pivot": [0, 0]}, {"avg_camera_radius": -1}):
+        with pytest.raises(ConfigError, match="camera sphere"):
+            C.camera_sphere(SimpleNamespace(rendering_kwargs=bad))

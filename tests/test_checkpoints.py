@@ -186,8 +186,10 @@ def test_hostile_tensor_storage_is_refused(tmp_path):
     torch.save(_Reduce(os.system, f"touch {marker}"), inner, _use_new_zipfile_serialization=False)
     path = tmp_path / "storage.pkl"
     path.write_bytes(pickle.dumps({"G_ema": _Reduce(torch.storage._load_from_bytes, inner.getvalue())}, protocol=4))
-    with pytest.raises(UnsafeCheckpointError, match="weights-only"):
+    refused = "tensor storage: it references the global '(posix|nt).system'"
+    with pytest.raises(UnsafeCheckpointError, match=refused) as info:
         load_generator(path)
+    assert "weights_only" not in str(info.value)
     assert not marker.exists()
 
 
@@ -325,3 +327,118 @@ def test_4x_without_resize_reproduces_the_official_raw_side_effect_and_keeps_gra
     assert torch.isfinite(ws.grad).all()
     G.official_aliased_raw = False
     torch.testing.assert_close(G.synthesis(ws, c, deterministic=True)["image_raw"], clean)
+
+
+def test_checkpoint_source_is_a_declared_field_of_the_generator(tmp_path):
+    with torch.device("meta"):
+        built = TriPlaneGenerator(**FFHQ512_128_INIT_KWARGS)
+    assert built.checkpoint_path is None and built.checkpoint_format is None  # built in memory: no file
+    G = tiny()
+    assert G.checkpoint_path.endswith("tiny_A.pkl") and G.checkpoint_format == "official-pickle"
+    G2 = load_generator(save_generator(G, tmp_path / "g.safetensors"))
+    assert G2.checkpoint_path == str(tmp_path / "g.safetensors") and G2.checkpoint_format == "safetensors"
+
+
+def test_a_device_this_machine_lacks_is_named_with_the_available_ones():
+    from eg3d_invert.devices import available_devices
+    from eg3d_invert.errors import ConfigError, DeviceError
+
+    missing = ["cuda:999"] + [d for d in ("cuda", "mps") if d not in {a.split(":")[0] for a in available_devices()}]
+    for device in missing:
+        with pytest.raises(DeviceError) as info:
+            load_generator(require(REFERENCE / "tiny_A.pkl"), device=device)
+        message = str(info.value)
+        assert repr(device) in message and "available: cpu" in message and "checkpoint" not in message
+    for bad in ("gpu", "cuda:x", "meta"):
+        with pytest.raises(ConfigError, match="device"):
+            load_generator(require(REFERENCE / "tiny_A.pkl"), device=bad)
+    assert load_generator(require(REFERENCE / "tiny_A.pkl"), device="cpu").device.type == "cpu"
+
+
+# --- malformed and hostile files: one-line errors ------------------------------------------------------
+
+
+def _safetensors_with_header(path, header, tensors=None):
+    from safetensors.torch import save_file
+
+    save_file(tensors or {"x": torch.zeros(2)}, str(path), metadata={"eg3d_invert": json.dumps(header)})
+    return path
+
+
+def test_malformed_checkpoints_are_one_line_errors(tmp_path):
+    import struct
+
+    from eg3d_invert.pretrained.native import generator_config
+
+    G = tiny()
+    good = {"format": "eg3d-invert/generator", "version": 1, **json.loads(json.dumps(generator_config(G)))}
+    weights = {k: v.contiguous() for k, v in G.state_dict().items()}
+
+    def header(**changes):
+        h = json.loads(json.dumps(good))
+        for key, value in changes.items():
+            if "." in key:
+                outer, inner = key.split(".")
+                h[outer][inner] = value
+            elif value is None:
+                h.pop(key)
+            else:
+                h[key] = value
+        return h
+
+    files = {
+        # pickles that declare more bytes than they hold (a frame, a string)
+        "frame.pkl": b"\x80\x04\x95" + struct.pack("<Q", 2 ** 40) + b"}",
+        "frame_max.pkl": b"\x80\x04\x95" + struct.pack("<Q", 2 ** 63 - 1) + b"}",
+        "string.pkl": b"\x80\x04\x8d" + struct.pack("<Q", 2 ** 62) + b"abc",
+        # safetensors whose header lacks the configuration or has values of the wrong type
+        "no_config.safetensors": {"format": "eg3d-invert/generator", "version": 1},
+        "version.safetensors": header(version="one"),
+        "init_list.safetensors": header(init_kwargs=[1, 2]),
+        "z_dim.safetensors": header(**{"init_kwargs.z_dim": "512"}),
+        "mapping.safetensors": header(**{"init_kwargs.mapping_kwargs": "x"}),
+        "resolution.safetensors": header(neural_rendering_resolution="32"),
+        "rendering_list.safetensors": header(rendering_kwargs=[1]),
+        "depth_samples.safetensors": header(**{"rendering_kwargs.depth_resolution": "48"}),
+        "ray_range.safetensors": header(**{"rendering_kwargs.ray_end": 1.0}),
+        "base_without_hash.safetensors": header(base={"path": "x"}),
+    }
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            _safetensors_with_header(path, content, weights)
+        with pytest.raises(CheckpointError) as info:
+            load_generator(path)
+        message = str(info.value)
+        assert message.startswith(str(path)) and "\n" not in message, (name, message)
+
+
+def test_hostile_pth_names_the_refused_global_and_never_suggests_unsafe_loading(tmp_path):
+    from eg3d_invert.errors import MissingWeightsError
+    from eg3d_invert.inversion import Pivot, load_lpips
+
+    marker = tmp_path / "pwned"
+    hostile = _Reduce(os.system, f"touch {marker}")
+    pth = tmp_path / "model.pth"
+    torch.save({"G_ema": {"w": hostile}}, pth)
+    pivot = tmp_path / "pivot.pt"
+    torch.save({"format": "eg3d-invert/pivot", "ws": hostile}, pivot)
+    home = tmp_path / "torch_home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({"features.0.weight": hostile}, home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    attempts = [lambda: load_generator(pth, base=require(REFERENCE / "tiny_A.pkl")), lambda: Pivot.load(pivot)]
+    for attempt in attempts:
+        with pytest.raises(UnsafeCheckpointError) as info:
+            attempt()
+        message = str(info.value)
+        assert "'posix.system'" in message or "'nt.system'" in message, message
+        assert "weights_only" not in message and "\n" not in message
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(home))
+        with pytest.raises((UnsafeCheckpointError, MissingWeightsError)) as info:
+            load_lpips("alex")
+    assert "system" in str(info.value) and "weights_only" not in str(info.value)
+    assert not marker.exists()
+

@@ -62,7 +62,12 @@ def photos(tmp_path_factory):
 
 
 def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    args = [str(a) for a in args]
+    # The time estimate's probe (a few steps) is tested once, below; elsewhere it only costs time.
+    if args and args[0] not in ("align", "render", "models", "view") and "--help" not in args \
+            and not any(a.endswith("estimate") for a in args):
+        args.append("--no-estimate")
+    return CliRunner().invoke(app, args)
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +220,82 @@ def test_interrupted_render_leaves_an_unfinished_folder_that_resumes(batch, phot
     doc = json.loads((out / "summary.json").read_text())
     assert doc["interrupted"] and doc["not_processed"] == [str(photos / "astronaut.PNG")]
     report = json.loads((out / "astronaut" / "report.json").read_text())
-    assert report["render"] is None and set(report["files"]) == {"aligned.png", "camera.json", "pivot.pt",
+    assert report["render"] is None and set(report["files"]) == {"aligned.png", "camera.json", "pivot.pt", "pivot.npy",
                                                                  "tuned.safetensors", "reconstruction.png"}
     monkeypatch.setattr(batch_module, "write_renders", real)
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["photos"][0]["action"] == "rendered" and count_projections == []
     assert not (out / "astronaut" / "mesh.ply").exists() and not (out / "astronaut" / "orbit.mp4").exists()
+
+
+def test_a_mesh_level_without_surface_skips_only_the_mesh(batch, photos, tmp_path, count_projections):
+    out = _copy(batch[0], tmp_path)
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--mesh-level", "1000", "--json")
+    assert result.exit_code == 0, result.output  # the photo is done: views, depth, video, tuned generator
+    assert count_projections == []
+    d = out / "astronaut"
+    report = json.loads((d / "report.json").read_text())
+    [warning] = report["warnings"]
+    assert warning.startswith("mesh skipped: no surface at density level 1000") and "spans [" in warning
+    assert json.loads(result.stdout)["photos"][0]["warnings"] == [warning]
+    assert "warning:" in result.stderr and "1000" in result.stderr
+    assert not list(d.glob("mesh.*")) and (d / "orbit.mp4").is_file() and (d / VIEW_FILES[0]).is_file()
+    assert set(report["files"]) | {"report.json"} == {p.relative_to(d).as_posix() for p in d.rglob("*")
+                                                      if p.is_file()}
+    again = invoke(photos / "astronaut.PNG", "--out", out, *FAST, "--mesh-level", "1000")
+    assert again.exit_code == 0 and "skipped" in again.stdout  # complete: the same options give the same result
+
+
+def test_invert_says_which_of_several_faces_it_took(photos, tmp_path):
+    import matplotlib.cbook
+
+    a = np.asarray(Image.open(photos / "astronaut.PNG"))
+    g = np.asarray(Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+                   .convert("RGB").resize((341, 400)))
+    canvas = np.full((512, 853, 3), 200, np.uint8)
+    canvas[:, :512] = a
+    canvas[56:456, 512:] = g
+    Image.fromarray(canvas).save(tmp_path / "pair.png")
+    result = invoke(tmp_path / "pair.png", "--out", tmp_path / "out", "--network", TINY, "--device", "cpu",
+                    "--steps", "1", "--pti-steps", "1", "--views=none", "--no-video", "--mesh", "none", "--json")
+    assert result.exit_code == 0, result.output
+    assert "2 faces found; using #0" in " ".join(result.stderr.split())
+    assert json.loads(result.stdout)["photos"][0]["faces"] == {"found": 2, "used": 0}
+
+
+def _killed_while_writing(path: Path) -> None:
+    """Start writing ``path`` the way every output is written, then die by SIGKILL (no cleanup runs)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from eg3d_invert._io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a file'); print(tmp, flush=True); time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert Path(proc.stdout.readline().strip()).is_file()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+
+
+def test_a_killed_run_leaves_temporaries_that_the_next_run_removes(batch, photos, tmp_path):
+    out = _copy(batch[0], tmp_path)
+    d = out / "astronaut"
+    for target in (d / "aligned.png", d / "views" / "yaw+000_pitch+000.png", d / "orbit.mp4", out / "summary.json"):
+        _killed_while_writing(target)
+    def leftovers():
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob(".*") if p.name != ".keep")
+
+    assert len(leftovers()) == 4, leftovers()
+    (d / ".keep").write_text("not ours")
+    result = invoke(photos / "astronaut.PNG", "--out", out, *FAST)  # resume: the photo is complete
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.stdout
+    assert leftovers() == [] and (d / ".keep").is_file()
 
 
 def test_interrupted_inversion_writes_nothing_and_exits_130(photos, tmp_path, monkeypatch):
@@ -288,11 +362,81 @@ def test_render_in_place_and_its_errors(batch, tmp_path):
     assert result.exit_code == 1 and "pivot.pt" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_render_out_never_replaces_another_photos_result(batch, tmp_path):
+    out, _ = batch
+    target = tmp_path / "copies"
+    other = target / "astronaut"  # another photo's result under the same name
+    other.mkdir(parents=True)
+    claim = {"format": "eg3d-invert/result", "photo": {"path": str(tmp_path / "someone_else.jpg")}}
+    (other / "report.json").write_text(json.dumps(claim))
+    result = invoke("render", out, "--out", target, "--views=0", "--no-video", "--mesh", "none", "--no-depth",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["photos"][0]["name"] == "astronaut_2"
+    assert json.loads((other / "report.json").read_text()) == claim and sorted(p.name for p in other.iterdir()) == [
+        "report.json"]
+    assert (target / "astronaut_2" / "views" / "yaw+000_pitch+000.png").is_file()
+
+
+def test_invert_has_max_megapixels(photos, tmp_path):
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST, "--max-megapixels", "0.1")
+    assert result.exit_code == 1, result.output  # the 512x512 photo (0.26 MP) is refused, as asked
+    message = " ".join(result.stderr.split())
+    assert "above the limit of 0.1 MP" in message and "--max-megapixels" in message
+
+
+def test_weights_only_pth_with_base(photos, tmp_path):
+    """PTI / EG3D-projector write {'G_ema': state_dict}; --base names the configuration it shares."""
+    G = load_generator(TINY)
+    pth = tmp_path / "model_pti.pth"
+    torch.save({"G_ema": {k: v.clone() for k, v in G.state_dict().items()}}, pth)
+    quick = ["--views=0", "--no-video", "--mesh", "none", "--no-depth", "--device", "cpu", "--steps", "1",
+             "--pti-steps", "1"]
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "no-base", "--network", pth, *quick)
+    assert result.exit_code == 1 and "--base" in result.stderr and "Traceback" not in result.output
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", "--network", pth, "--base", TINY, *quick,
+                    "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "astronaut" / "report.json").read_text())
+    assert report["settings"]["checkpoint"]["path"] == str(pth.resolve())
+    assert report["settings"]["checkpoint"]["format"] == "torch"
+
+
+# --- output folders that cannot be written ---------------------------------------------------------
+
+
+def test_unwritable_out_is_refused_before_any_work(batch, photos, unwritable_dir, count_projections):
+    for args in ([photos, "--out", unwritable_dir, *FAST], ["render", batch[0], "--out", unwritable_dir]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "cannot write the --out folder" in result.stderr and str(unwritable_dir) in result.stderr
+        assert "Traceback" not in result.output
+    assert count_projections == []  # refused before the first photo was inverted
+    result = CliRunner().invoke(app, ["align", str(photos / "astronaut.PNG"), "--out", str(unwritable_dir)])
+    assert result.exit_code == 2 and "cannot write the --out folder" in result.stderr, result.output
+    # a file in the way of --out (or of a folder above it) is the same kind of error
+    for out in (photos / "notes.txt", photos / "notes.txt" / "sub"):
+        for cmd in ([], ["align"]):
+            result = invoke(*cmd, photos / "astronaut.PNG", "--out", out, *([] if cmd else FAST))
+            assert result.exit_code == 2 and "cannot write the --out folder" in result.stderr, result.output
+            assert "Traceback" not in result.output
+
+
+def test_summary_that_cannot_be_written_is_one_error_line(photos, tmp_path):
+    out = tmp_path / "out"
+    (out / "summary.json").mkdir(parents=True)  # something in the way of the summary
+    result = invoke(photos / "faces" / "sky.png", "--out", out, *FAST)
+    assert result.exit_code == 1, result.output
+    assert "cannot write the summary" in result.stderr and "Traceback" not in result.output
+
+
 # --- usage, routing, errors ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--views=left"], "views"), (["--mesh", "stl"], "mesh format"), (["--projector", "z"], "projector"),
+    (["--views=left"], "views"), (["--views=200"], "yaw 200 is outside [-180, 180]"),
+    (["--views=0,-181:5"], "yaw -181 is outside"), (["--views=0:90"], "pitch 90 is outside (-90, 90)"),
+    (["--mesh", "stl"], "mesh format"), (["--projector", "z"], "projector"),
     (["--network", "no-such-model"], "no-such-model"), (["--steps", "0"], "steps"), (["--bogus"], "bogus"),
 ])
 def test_usage_errors_exit_2(photos, tmp_path, extra, message):
@@ -312,7 +456,27 @@ def test_no_inputs_and_bad_out_exit_2(photos, tmp_path):
     result = invoke(empty, "--out", tmp_path / "out", *FAST)
     assert result.exit_code == 2 and "no photos found" in result.stderr
     result = invoke(photos, "--out", photos / "notes.txt", *FAST)
-    assert result.exit_code == 2 and "is a file" in result.stderr
+    assert result.exit_code == 2 and "a file" in result.stderr
+
+
+def test_missing_device_is_a_usage_error(batch, photos, tmp_path):
+    for args in ([photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST, "--device", "cuda:999"],
+                 ["render", batch[0], "--device", "cuda:999"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "'cuda:999' is not available on this machine (available: cpu" in " ".join(result.stderr.split())
+        assert "Traceback" not in result.output and "checkpoint" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_torch_home_that_is_a_file_is_one_error_line_before_any_photo(photos, tmp_path, monkeypatch,
+                                                                      count_projections):
+    home = tmp_path / "torch_home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    result = invoke(photos / "astronaut.PNG", "--out", tmp_path / "out", *FAST)
+    assert result.exit_code == 1, result.output
+    assert "TORCH_HOME" in result.stderr and "Traceback" not in result.output and count_projections == []
 
 
 def test_debug_shows_the_traceback(photos, tmp_path):
@@ -374,3 +538,64 @@ def test_plan_names_never_share_or_steal_a_folder(tmp_path):
     inside.parent.mkdir()
     inside.write_bytes(b"x")
     assert plan_names([a, inside], out) == ["face_3", "face_4"]
+
+
+def test_preset_help_states_every_difference_of_fast():
+    from eg3d_invert.inversion.settings import preset_differences, preset_phrases
+
+    text = " ".join(invoke("invert", "--help").stdout.replace("│", " ").split())
+    phrases = preset_phrases("fast")
+    assert len(phrases) == sum(len(changes) for changes in preset_differences("fast").values())
+    for phrase in phrases:
+        assert phrase in text, phrase
+    assert "tuning lr 0.0006 (official 0.0003)" in text  # the difference the help once left out
+    assert "all projection steps on the raw render at 0.5x resolution" in text
+
+
+def test_invert_warns_about_an_untrustworthy_pose_before_inverting(photos, tmp_path):
+    """A face cut by the photo's border: the warning is printed right after alignment (before the
+    projection's first step) and recorded in camera.json, report.json and the summary."""
+    from eg3d_invert import batch
+    from eg3d_invert.api import Inverter
+    from eg3d_invert.options import RenderOptions
+
+    cut = np.asarray(Image.open(photos / "astronaut.PNG"))[:132]
+    Image.fromarray(np.ascontiguousarray(cut)).save(tmp_path / "cut.png")
+    events = []
+    inverter = Inverter.from_pretrained(TINY, device="cpu", steps=1, pti_steps=1)
+    options = RenderOptions(yaws=(), pitches=(), depth=False, video=False, mesh_formats=())
+    outcomes = list(batch.run_batch(inverter, [tmp_path / "cut.png"], tmp_path / "out", options,
+                                    progress=lambda name, done, total, info: events.append(("progress", name)),
+                                    notice=lambda level, message: events.append((level, message))))
+    assert outcomes[0].ok
+    warnings = [m for level, m in events if level == "warning"]
+    assert warnings and "border:" in warnings[0] and "cut.png" in warnings[0]
+    first_warning = events.index(("warning", warnings[0]))
+    assert ("progress", "project") in events[first_warning:] and ("progress", "project") not in events[:first_warning]
+    d = tmp_path / "out" / "cut"
+    camera = json.loads((d / "camera.json").read_text())
+    assert camera["pose_warnings"] and camera["pose_warnings"] == camera["aligned"]["pose_warnings"]
+    assert json.loads((d / "report.json").read_text())["camera"]["pose_warnings"] == camera["pose_warnings"]
+    # and through the CLI: one warning line on stderr
+    result = invoke(tmp_path / "cut.png", "--out", tmp_path / "out2", "--network", TINY, "--device", "cpu",
+                    "--steps", "1", "--pti-steps", "1", "--views=none", "--no-video", "--mesh", "none")
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "border:" in " ".join(result.stderr.split())
+
+
+def test_invert_prints_the_time_estimate_first(photos, tmp_path, monkeypatch):
+    """Before any photo: the expected time per photo, measured (first run) or from the last photo
+    with the same settings (second run); the stage bars' remaining times are tested with the
+    estimate module."""
+    monkeypatch.setenv("EG3D_INVERT_HOME", str(tmp_path / "home"))
+    args = ["--network", TINY, "--device", "cpu", "--steps", "2", "--pti-steps", "1", "--views=0", "--no-video",
+            "--mesh", "none", "--estimate"]
+    first = invoke(photos / "astronaut.PNG", "--out", tmp_path / "a", *args)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.stderr.split())
+    assert "estimate: ~" in text and "per photo (projection" in text and "measured on this device just now" in text
+    assert text.index("estimate:") < text.index("invert")  # before the summary table
+    second = invoke(photos / "astronaut.PNG", "--out", tmp_path / "b", *args)
+    assert "from the last photo with these settings" in " ".join(second.stderr.split())
+    quiet = invoke(photos / "astronaut.PNG", "--out", tmp_path / "c", *args, "--quiet")
+    assert "estimate" not in quiet.stderr

@@ -133,6 +133,13 @@ def test_416_with_oversized_part_starts_over(served, tmp_path):
     assert [r.status for r in srv.requests] == [416, 200]
 
 
+def test_unwritable_download_folder_is_one_clear_error(served, unwritable_dir):
+    srv, data, sha = served
+    with pytest.raises(DownloadError, match="cannot write the download folder") as info:
+        download(srv.url(PATH), unwritable_dir / "tiny_A.pkl", expected_sha256=sha, progress=False)
+    assert "EG3D_INVERT_HOME" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_offline_error_names_url_and_destination(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}/files/ffhq512-128.pkl"
     dest = tmp_path / "checkpoints" / "ffhq512-128.pkl"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from eg3d_invert.generator import ops, rendering
-from eg3d_invert.generator.triplane import PLANE_AXES, sample_triplane_features
+from eg3d_invert.generator.planes import PLANE_AXES, sample_triplane_features
 
 
 def _naive_upfirdn_up2(x, f, pad0, pad1, gain):
@@ -222,7 +222,7 @@ def test_float64_gradients_through_rendering():
 
 def test_gpu_lookup_path_agrees_with_the_cpu_one():
     """Off the CPU the official grid_sample lookup is used; both must give the same features."""
-    from eg3d_invert.generator.triplane import _sample_with_grid_sample
+    from eg3d_invert.generator.planes import _sample_with_grid_sample
     torch.manual_seed(6)
     planes = torch.randn(1, 3, 4, 16, 16)
     pts = (torch.rand(3, 300, 3) - 0.5) * 1.1

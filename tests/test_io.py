@@ -28,3 +28,21 @@ def test_atomic_files_get_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+
+
+def test_remove_temporaries_takes_only_ours(tmp_path):
+    from eg3d_invert._io import remove_temporaries
+
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(tmp_path / "sub" / "video.mp4") as tmp:
+            ours = tmp
+            raise KeyboardInterrupt
+    assert not ours.exists()  # an interrupt cleans up itself; only a killed process leaves one behind
+    ours.write_bytes(b"half")  # as SIGKILL would have left it
+    theirs = [tmp_path / ".keep", tmp_path / ".video.abcdefgh.mp4", tmp_path / "a.abcdefgh.partial.png"]
+    for p in theirs:
+        p.write_bytes(b"x")
+    assert ours.name.startswith(".video.") and ours.name.endswith(".partial.mp4")
+    assert remove_temporaries(tmp_path, recursive=False) == [] and ours.exists()
+    assert remove_temporaries(tmp_path) == [ours] and not ours.exists()
+    assert all(p.exists() for p in theirs)

@@ -65,7 +65,6 @@ def test_astronaut(aligner, astronaut):
     assert face.image.shape == (512, 512, 3) and face.image.dtype == np.uint8
     assert face.label.shape == (25,) and np.all(np.isfinite(face.label))
     assert face.num_faces == 1 and face.face_index == 0 and face.score > 0.99
-    # MTCNN's points on this photo (see DEPENDENCIES.md)
     # integer points, as the official detector writes them (facenet-pytorch's own cascade gives
     # [[205.0, 101.7], [246.8, 103.7], [224.7, 129.0], [201.7, 139.2], [245.3, 141.9]])
     expected = [[203, 101], [246, 103], [224, 128], [201, 139], [244, 141]]

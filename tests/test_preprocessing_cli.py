@@ -106,7 +106,7 @@ def test_usage_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run(empty, "--out", tmp_path / "out")
-    assert result.exit_code == 1 and "no photos found" in result.stderr
+    assert result.exit_code == 2 and "no photos found" in result.stderr  # a usage error, as for invert
     result = run(tmp_path / "missing.jpg", "--out", tmp_path / "out")
     assert result.exit_code == 1 and "missing.jpg: no such file" in result.stderr
     result = run(tmp_path, "--out", tmp_path / "out", "--points", "nose")

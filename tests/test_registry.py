@@ -66,7 +66,7 @@ def test_official_names_urls_and_frozen_entries():
 
 
 def test_known_hashes_are_the_anchored_third_party_ones():
-    expected = {  # ../shared/ANCHORS.md section 6
+    expected = {  # the third-party mirrors' published values
         "ffhqrebalanced512-128": ("7f418947f38202a3c4c9de6e18d0617b380dd5e42c21ba78efe8cc235fde44a7", 377_644_956),
         "ffhq512-128": ("e737eeb9a3e1be1812164a70eec22e17b3cb3c57b45c306d01f7a54e58889298", 377_645_529),
         "afhqcats512-128": ("6bf73d5d1352685ff1bdf68d8c4f64ae2b05ca427a8e757601021901a1ee2672", None),

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from eg3d_invert.pretrained import load_generator
-from eg3d_invert.render import Scene, colorize_depth, march_depth, render_depth, render_orbit_video, render_views
+from eg3d_invert.generator import rendering
+from eg3d_invert.render import (DepthMaps, Scene, colorize_depth, render_depth, render_orbit_video,
+                                 render_views)
 from eg3d_invert.render.views import image_grid, view_stem
 
 from .conftest import REFERENCE, reference_npz, require
@@ -46,6 +48,9 @@ def test_angle_convention_yaw_toward_subject_left_pitch_above(scene):
     assert c2w[1, 1, 3] > 0.5 and abs(c2w[1, 0, 3]) < 1e-5   # pitch +20: camera above (+y)
     with pytest.raises(ValueError, match="pitch"):
         scene.cameras(0.0, 95.0)
+    with pytest.raises(ValueError, match="yaw 200"):
+        scene.cameras(200.0, 0.0)
+    assert scene.cameras([-180.0, 180.0], 0.0).cam2world.shape == (2, 4, 4)
 
 
 def test_views_render_grid_and_save(scene, tmp_path):
@@ -84,17 +89,50 @@ def test_image_grid_rejects_mixed_sizes():
         image_grid([PIL.Image.new("RGB", (8, 8)), PIL.Image.new("RGB", (9, 8))])
 
 
-def test_depth_equals_renderer_and_saves(scene, tmp_path):
-    labels = scene.cameras([-25.0, 10.0], [0.0, -8.0]).label
-    depth, alpha = march_depth(scene, labels, resolution=16, sample_mult=1)
-    with torch.no_grad():
-        ref = scene.generator.render(scene.planes, labels, scene.ws, deterministic=True, neural_rendering_resolution=16,
-                                     run_superresolution=False)["image_depth"][:, 0]
-    torch.testing.assert_close(depth, ref, atol=2e-5, rtol=0)
-    assert float(alpha.min()) >= 0 and float(alpha.max()) <= 1
+def _density_only_reference(scene, labels, resolution):
+    """Depth and opacity marched independently of the generator's renderer: coarse samples,
+    importance samples and midpoint compositing of the raw density alone (sample_mult 1)."""
+    G, rk = scene.generator, scene.generator.rendering_kwargs
+    origins, dirs = rendering.generate_rays(labels[:, :16].reshape(-1, 4, 4), labels[:, 16:].reshape(-1, 3, 3),
+                                            resolution)
 
-    maps = render_depth(scene, [-25.0, 10.0], [0.0, -8.0], resolution=16, sample_mult=1)
-    np.testing.assert_allclose(maps.depth, ref.numpy(), atol=2e-5)
+    def sigma(t):
+        pts = (origins.unsqueeze(-2) + t.unsqueeze(-1) * dirs.unsqueeze(-2)).reshape(1, -1, 3)
+        return G.sample_planes(scene.planes, pts, need_rgb=False)["sigma"].reshape(t.shape)
+
+    with torch.no_grad():
+        t = rendering.stratified_depths(origins, dirs, rk["ray_start"], rk["ray_end"], rk["depth_resolution"],
+                                        deterministic=True)
+        s = sigma(t)
+        fine = rendering.importance_depths(t, rendering.interval_weights(s, t), rk["depth_resolution_importance"],
+                                           deterministic=True)
+        t, order = torch.sort(torch.cat([t, fine], -1), -1)
+        s = torch.gather(torch.cat([s, sigma(fine)], -1), -1, order)
+        w = rendering.interval_weights(s, t)
+    depth = rendering.composite_depth(w, t).clamp(t.min(), t.max())
+    return depth.reshape(-1, resolution, resolution), w.sum(-1).reshape(-1, resolution, resolution)
+
+
+def test_depth_and_opacity_come_from_the_one_renderer_and_save(scene, tmp_path):
+    yaws, pitches = [-25.0, 10.0], [0.0, -8.0]
+    labels = scene.cameras(yaws, pitches).label
+    with torch.no_grad():
+        out = scene.generator.render(scene.planes, labels, scene.ws, deterministic=True, neural_rendering_resolution=16,
+                                     run_superresolution=False)
+    depth, alpha = out["image_depth"][:, 0], out["image_opacity"][:, 0]
+    ref_depth, ref_alpha = _density_only_reference(scene, labels, 16)
+    torch.testing.assert_close(depth, ref_depth, atol=2e-5, rtol=0)
+    torch.testing.assert_close(alpha, ref_alpha, atol=1e-5, rtol=0)
+    assert float(alpha.min()) >= 0 and float(alpha.max()) <= 1 and float(alpha.max()) > 0.5
+
+    maps = render_depth(scene, yaws, pitches, resolution=16, sample_mult=1)
+    np.testing.assert_array_equal(maps.depth, depth.numpy())
+    np.testing.assert_array_equal(maps.opacity, alpha.numpy())
+    # The views carry the same maps: no second pass is needed for them.
+    views = render_views(scene, yaws, pitches, resolution=16, sample_mult=1, batch_size=2)
+    from_views = DepthMaps.from_views(views)
+    np.testing.assert_array_equal(from_views.depth, maps.depth)
+    np.testing.assert_array_equal(from_views.opacity, maps.opacity)
     near, far = maps.range()
     assert 2.25 <= near < far <= 3.3  # inside the FFHQ ray range
     paths = maps.save(tmp_path / "depth")
@@ -141,3 +179,4 @@ def test_interrupted_video_leaves_no_file(scene, tmp_path):
         render_orbit_video(scene, tmp_path / "orbit.mp4", frames=2, fps=10, resolution=16, sample_mult=1,
                            batch_size=1, progress=stop)
     assert list(tmp_path.iterdir()) == []
+

@@ -10,8 +10,11 @@ import torch
 import trimesh
 from skimage.measure import marching_cubes
 
-from eg3d_invert.render import EmptyMeshError, Scene, chamfer_distance, extract_mesh, save_mesh
+from eg3d_invert.render import EmptyMeshError, Scene, extract_mesh, save_mesh
+from eg3d_invert.render import lattice as L
 from eg3d_invert.render import mesh as M
+
+from .geometry import chamfer_distance
 
 from .test_render import tiny_a_scene
 
@@ -39,8 +42,8 @@ def _sorted_rows(v):
 
 
 def test_official_constants():
-    assert M.trim_width(512) == 60 and M.trim_width(256) == 30 and M.trim_width(8) == 0
-    np.testing.assert_allclose(M.lattice_to_world([[0, 0, 0], [63, 63, 63]], 64, 1.0), [[-0.5] * 3, [0.5] * 3])
+    assert L.trim_width(512) == 60 and L.trim_width(256) == 30 and L.trim_width(8) == 0
+    np.testing.assert_allclose(L.lattice_to_world([[0, 0, 0], [63, 63, 63]], 64, 1.0), [[-0.5] * 3, [0.5] * 3])
 
 
 def _blob(center, radius=0.08, peak=30.0):
@@ -56,9 +59,9 @@ def test_mesh_is_in_world_frame_and_matches_the_official_ply_frame():
     (flip axis 0, trim, transpose (2,1,0), marching cubes in voxel units) gives the same surface
     once mapped back with official_ply_to_world."""
     N, center = 48, (0.2, 0.1, -0.15)
-    volume = M.dense_density(_blob(center), N)
+    volume = L.dense_density(_blob(center), N)
     verts, faces = M._march(volume, 10.0, None)
-    world = M.lattice_to_world(verts, N, 1.0)
+    world = L.lattice_to_world(verts, N, 1.0)
     np.testing.assert_allclose(world.mean(0), center, atol=0.01)
     official = np.transpose(np.flip(volume, 0), (2, 1, 0))
     v_off, f_off, _, _ = marching_cubes(np.ascontiguousarray(official), 10.0)
@@ -71,22 +74,22 @@ def test_mesh_is_in_world_frame_and_matches_the_official_ply_frame():
 
 def test_trimmed_border_is_never_evaluated_and_caps_the_surface():
     N = 40
-    pad = M.trim_width(N)
+    pad = L.trim_width(N)
     asked = []
 
     def everywhere_dense(p):
         asked.append(p)
         return torch.full((p.shape[0],), 50.0)
 
-    volume, offset, _, stats = M.sparse_density(everywhere_dense, N, 10.0, coarse_stride=4)
+    volume, offset, _, stats = L.sparse_density(everywhere_dense, N, 10.0, coarse_stride=4)
     pts = torch.cat(asked)
-    inner = M.lattice_to_world([pad, N - 1 - pad], N, 1.0)
+    inner = L.lattice_to_world([pad, N - 1 - pad], N, 1.0)
     assert float(pts.min()) >= inner[0] - 1e-6 and float(pts.max()) <= inner[1] + 1e-6
     assert offset == pad - 1 and volume.shape == (N - 2 * offset,) * 3
     verts, faces = M._march(volume, 10.0, None)
-    world = M.lattice_to_world(verts + offset, N, 1.0)
+    world = L.lattice_to_world(verts + offset, N, 1.0)
     # The surface is the trimmed cube's boundary, between the last live and the first trimmed point.
-    assert world.max() < M.lattice_to_world(N - pad, N, 1.0) and world.min() > M.lattice_to_world(pad - 1, N, 1.0)
+    assert world.max() < L.lattice_to_world(N - pad, N, 1.0) and world.min() > L.lattice_to_world(pad - 1, N, 1.0)
 
 
 @pytest.mark.parametrize("stride", [2, 4, 8])
@@ -102,9 +105,9 @@ def test_sparse_equals_dense_on_analytic_fields(stride):
         return torch.maximum(torch.maximum(a, b), tube).float()
 
     N = 72
-    dense = M.dense_density(density, N)
+    dense = L.dense_density(density, N)
     vd, fd = M._march(dense, 10.0, None)
-    sparse, off, mask, stats = M.sparse_density(density, N, 10.0, coarse_stride=stride, guard=0.0)
+    sparse, off, mask, stats = L.sparse_density(density, N, 10.0, coarse_stride=stride, guard=0.0)
     vs, fs = M._march(sparse, 10.0, mask)
     assert len(vs) == len(vd) and len(fs) == len(fd)
     np.testing.assert_allclose(_sorted_rows(vs + off), _sorted_rows(vd), atol=1e-3)
@@ -116,18 +119,18 @@ def test_guard_catches_a_bump_between_coarse_corners():
     corner approaching the level: found thanks to the guard, missed without it. (A speck that
     leaves no trace at any corner cannot be found by any sampling scheme; see sparse_density.)"""
     N, stride = 65, 8
-    corner = M.lattice_to_world(M.trim_width(N) - 1 + 3 * stride, N, 1.0)  # a coarse lattice point
+    corner = L.lattice_to_world(L.trim_width(N) - 1 + 3 * stride, N, 1.0)  # a coarse lattice point
     center = torch.tensor([corner + 0.035] * 3, dtype=torch.float64)
 
     def density(p):
         r = (p.double() - center).norm(dim=1)
         return (9.0 + 1.6 * torch.exp(-(r / 0.07) ** 2)).float()  # crosses 10 for r < 0.048
 
-    vd, _ = M._march(M.dense_density(density, N), 10.0, None)
-    vol, off, mask, _ = M.sparse_density(density, N, 10.0, coarse_stride=stride, guard=0.0)
+    vd, _ = M._march(L.dense_density(density, N), 10.0, None)
+    vol, off, mask, _ = L.sparse_density(density, N, 10.0, coarse_stride=stride, guard=0.0)
     with pytest.raises(EmptyMeshError):
         M._march(vol, 10.0, mask)
-    vol, off, mask, _ = M.sparse_density(density, N, 10.0, coarse_stride=stride, guard=1.0)
+    vol, off, mask, _ = L.sparse_density(density, N, 10.0, coarse_stride=stride, guard=1.0)
     vs, _ = M._march(vol, 10.0, mask)
     np.testing.assert_allclose(_sorted_rows(vs + off), _sorted_rows(vd), atol=1e-3)
 
@@ -142,7 +145,7 @@ def test_generator_mesh_nonempty_coloured_inside_the_box(scene):
     assert colors.shape == (len(mesh.vertices), 4) and colors.dtype == np.uint8 and colors[:, :3].std() > 0
     half = scene.box_warp / 2
     assert np.all(np.abs(mesh.bounds) <= half)
-    edge = M.lattice_to_world(M.trim_width(48) - 1, 48, 1.0)  # nothing beyond the trimmed border
+    edge = L.lattice_to_world(L.trim_width(48) - 1, 48, 1.0)  # nothing beyond the trimmed border
     assert np.all(mesh.bounds[0] > edge) and np.all(mesh.bounds[1] < -edge)
     info = mesh.metadata["eg3d_invert"]
     assert info["level"] == LEVEL and info["method"] == "sparse" and info["resolution"] == 48

@@ -1,14 +1,16 @@
-"""Volume rendering of tri-planes: rays, depth sampling, plane lookup and compositing.
+"""Volume rendering of tri-planes: rays, depth sampling, compositing, and the ray marcher.
 
 Pure functions over batched tensors, on the inputs' device and dtype. They reproduce the
-official ``RaySampler``, ``ImportanceRenderer`` and ``MipRayMarcher2`` (see FORMAT.md of the
-reference data for the algorithm), organised for speed and memory:
+official ``RaySampler``, ``ImportanceRenderer`` and ``MipRayMarcher2``: coarse samples evenly
+spaced (plus jitter) between ``ray_start`` and ``ray_end``, importance samples drawn from the
+coarse weights, both composited together with the midpoint rule. :func:`march` is the one
+implementation of that loop: images, depth maps and opacity all come from it. It is organised
+for speed and memory:
 
-* features stay channels-first ``(B, C, P)`` from ``grid_sample`` through the decoder to the
-  compositor, so no ``(P, C)`` transposed copies are made;
 * compositing never materialises the per-interval colours ``(c_k + c_{k+1}) / 2``: the weights
   are folded onto the samples and the colours are reduced in their original (unsorted) order,
-  so the 32-channel features are neither gathered nor sorted.
+  so the 32-channel features are neither gathered nor sorted;
+* the decoder's widened sigmoid (an affine map) is applied once per ray after compositing.
 
 Conventions: rays are ordered row-major (index ``i * R + j`` for image row ``i``, column ``j``);
 depths are distances along *unit* ray directions.
@@ -16,10 +18,15 @@ depths are distances along *unit* ray directions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .kernels import weighted_sum
 
 
 # --- rays ---------------------------------------------------------------------------------------
@@ -189,9 +196,23 @@ def composite_depth(w: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(d, nan=float("inf"))
 
 
-@dataclass
+# --- settings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class RenderSettings:
-    """What one rendering call needs (resolved from the checkpoint's rendering kwargs)."""
+    """The rendering settings of a checkpoint (its ``rendering_kwargs``), checked once.
+
+    Attributes:
+        depth_resolution, depth_resolution_importance: coarse and importance samples per ray.
+        ray_start, ray_end: the sampled depth range along each unit ray, or both ``'auto'``
+            (the ray's intersection with the tri-plane box, as the ShapeNet model uses).
+        box_warp: side of the tri-plane cube in world units.
+        disparity_space_sampling: space the coarse samples evenly in 1/depth.
+        clamp_mode: density activation; only ``'softplus'`` exists in EG3D.
+        white_back: composite over white instead of black.
+        density_noise: std of Gaussian noise added to the raw densities (0 in the releases).
+    """
 
     depth_resolution: int
     depth_resolution_importance: int
@@ -202,4 +223,157 @@ class RenderSettings:
     clamp_mode: str = "softplus"
     white_back: bool = False
     density_noise: float = 0.0
-    deterministic: bool = False
+
+    @classmethod
+    def from_kwargs(cls, rendering_kwargs: Mapping[str, Any]) -> "RenderSettings":
+        """Read the official ``rendering_kwargs``; a missing or mistyped entry is a ConfigError
+        naming it (a checkpoint is untrusted input, so its values are checked, not assumed)."""
+        if not isinstance(rendering_kwargs, Mapping):
+            raise ConfigError(f"rendering_kwargs must be a dict, got {type(rendering_kwargs).__name__}")
+        rk = rendering_kwargs
+        missing = [k for k in ("depth_resolution", "depth_resolution_importance", "ray_start", "ray_end",
+                               "box_warp") if k not in rk]
+        if missing:
+            raise ConfigError(f"rendering_kwargs lacks {', '.join(missing)}")
+
+        def count(key: str, minimum: int) -> int:
+            v = rk[key]
+            if not _is_int(v) or v < minimum:
+                raise ConfigError(f"rendering_kwargs[{key!r}] must be an integer >= {minimum}, got {v!r}")
+            return int(v)
+
+        def number(key: str, default=None, positive: bool = False, minimum: float | None = None) -> float:
+            v = rk.get(key, default)
+            ok = _is_number(v) and math.isfinite(v) and (not positive or v > 0) and (minimum is None or v >= minimum)
+            if not ok:
+                want = ("a positive number" if positive else f"a number >= {minimum}" if minimum is not None
+                        else "a number")
+                raise ConfigError(f"rendering_kwargs[{key!r}] must be {want}, got {v!r}")
+            return float(v)
+
+        def flag(key: str) -> bool:
+            v = rk.get(key, False)
+            if not isinstance(v, bool):
+                raise ConfigError(f"rendering_kwargs[{key!r}] must be true or false, got {v!r}")
+            return v
+
+        auto = [rk["ray_start"] == "auto", rk["ray_end"] == "auto"]
+        if any(auto):
+            if not all(auto):
+                raise ConfigError("rendering_kwargs: ray_start and ray_end must both be 'auto' or both numbers")
+            start, end = "auto", "auto"
+        else:
+            start, end = number("ray_start", minimum=0.0), number("ray_end", minimum=0.0)
+            if not end > start:
+                raise ConfigError(f"rendering_kwargs: ray_end ({end}) must exceed ray_start ({start})")
+        clamp_mode = rk.get("clamp_mode", "softplus")
+        if clamp_mode != "softplus":
+            raise ConfigError(f"rendering_kwargs['clamp_mode'] must be 'softplus' (EG3D's only mode), "
+                              f"got {clamp_mode!r}")
+        return cls(depth_resolution=count("depth_resolution", 2),
+                   depth_resolution_importance=count("depth_resolution_importance", 0),
+                   ray_start=start, ray_end=end, box_warp=number("box_warp", positive=True),
+                   disparity_space_sampling=flag("disparity_space_sampling"), clamp_mode=clamp_mode,
+                   white_back=flag("white_back"), density_noise=number("density_noise", 0, minimum=0.0))
+
+    def sample_counts(self, sample_mult: float = 1) -> tuple[int, int]:
+        """Coarse and importance samples per ray with ``sample_mult`` (gen_videos' ``--sample_mult``)."""
+        return int(self.depth_resolution * sample_mult), int(self.depth_resolution_importance * sample_mult)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --- the ray marcher ------------------------------------------------------------------------------
+
+#: ``query(points (B, P, 3)) -> (raw sigma (B, P), colours (B, P, C))``: the density before its
+#: activation (any density noise included) and the decoder's sigmoid colours *before* MipNeRF's
+#: widening ``x * 1.002 - 0.001``, which :func:`march` applies after compositing.
+Query = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: The widened sigmoid's margin (the official decoder maps colours to ``[-0.001, 1.001]``).
+WIDEN = 0.001
+
+
+def march(query: Query, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings, *,
+          sample_mult: float = 1, deterministic: bool = False, generator: torch.Generator | None = None,
+          max_points_per_chunk: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render rays: coarse samples, importance samples, compositing (the official renderer).
+
+    Args:
+        query: the scene (see :data:`Query`).
+        origins, dirs: ``(B, R, 3)`` ray origins and unit directions (:func:`generate_rays`).
+        settings: the checkpoint's :class:`RenderSettings`.
+        sample_mult: multiplies both sample counts.
+        deterministic: no jitter of the coarse depths, evenly spaced importance samples.
+        max_points_per_chunk: rays are marched in chunks of at most this many samples (bounds
+            the memory of huge renders; results do not depend on it).
+    Returns:
+        ``features (B, C, R)`` composited colours/features in about [-1, 1] (``* 2 - 1`` as
+        officially), ``depth (B, R)`` the expected distance along the ray (clamped, as
+        officially, to the sample depths of the whole call) and ``opacity (B, R)`` in [0, 1],
+        the accumulated alpha (1: the ray was stopped; the depth of a ray with little opacity
+        means little).
+    """
+    n_coarse, n_fine = settings.sample_counts(sample_mult)
+    bsz, n_rays = origins.shape[:2]
+    chunk = max(1, max_points_per_chunk // max(n_coarse + n_fine, 1) // max(bsz, 1))
+    feats, depths, alphas, lo, hi = [], [], [], [], []
+    for s in range(0, n_rays, chunk):
+        f, d, a, t = _march_chunk(query, origins[:, s:s + chunk], dirs[:, s:s + chunk], settings, n_coarse, n_fine,
+                                  deterministic, generator)
+        feats.append(f)
+        depths.append(d)
+        alphas.append(a)
+        lo.append(t.min())
+        hi.append(t.max())
+    feats = torch.cat(feats, 2) if len(feats) > 1 else feats[0]
+    depth = torch.cat(depths, 1) if len(depths) > 1 else depths[0]
+    opacity = torch.cat(alphas, 1) if len(alphas) > 1 else alphas[0]
+    # The official renderer clamps to the min/max sample depth of the whole call.
+    depth = torch.clamp(depth, torch.stack(lo).min(), torch.stack(hi).max())
+    return feats, depth, opacity.clamp(0, 1)
+
+
+def _march_chunk(query: Query, origins, dirs, settings: RenderSettings, n_coarse: int, n_fine: int,
+                 deterministic: bool, generator):
+    bsz, n_rays, _ = origins.shape
+
+    def samples(depths):
+        pts = (origins.unsqueeze(-2) + depths.unsqueeze(-1) * dirs.unsqueeze(-2)).reshape(bsz, -1, 3)
+        sigma, rgb = query(pts)
+        return sigma.reshape(bsz, n_rays, -1), rgb.reshape(bsz, n_rays, depths.shape[-1], -1)
+
+    d_coarse = stratified_depths(origins, dirs, settings.ray_start, settings.ray_end, n_coarse,
+                                 box_warp=settings.box_warp, disparity_space=settings.disparity_space_sampling,
+                                 deterministic=deterministic, generator=generator)
+    s_coarse, c_coarse = samples(d_coarse)
+    if n_fine > 0:
+        w_coarse = interval_weights(s_coarse.detach(), d_coarse, settings.clamp_mode)
+        d_fine = importance_depths(d_coarse, w_coarse, n_fine, deterministic=deterministic, generator=generator)
+        s_fine, c_fine = samples(d_fine)
+        d_sorted, order = torch.sort(torch.cat([d_coarse, d_fine], -1), dim=-1)
+        s_sorted = torch.gather(torch.cat([s_coarse, s_fine], -1), -1, order)
+    else:
+        d_sorted, s_sorted, order = d_coarse, s_coarse, None
+    w = interval_weights(s_sorted, d_sorted, settings.clamp_mode)
+    coef_sorted = sample_coefficients(w)
+    depth = composite_depth(w, d_sorted)
+    if order is not None:
+        # Back to the unsorted sample order, so the colours are used where they lie.
+        coef = torch.zeros_like(coef_sorted).scatter(-1, order, coef_sorted)
+        feats = weighted_sum(coef[..., :n_coarse], c_coarse) + weighted_sum(coef[..., n_coarse:], c_fine)
+    else:
+        feats = weighted_sum(coef_sorted, c_coarse)
+    opacity = w.sum(-1)
+    alpha = opacity.unsqueeze(-1)
+    feats = feats * (1 + 2 * WIDEN) - WIDEN * alpha  # widened sigmoid, applied after the sum
+    if settings.white_back:
+        feats = feats + 1 - alpha
+    feats = (feats * 2 - 1).transpose(1, 2)  # (B, C, rays): channels first for the image
+    return feats, depth, opacity, d_sorted

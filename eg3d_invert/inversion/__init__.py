@@ -14,20 +14,38 @@ Typical use::
 
 ``preset='official'`` (the default) is the published values; ``preset='fast'`` this project's
 schedule of half the steps (see :mod:`.settings` for it and for every knob).
+
+Modules: :mod:`.projection` (``project``), :mod:`.tuning` (``tune``), :mod:`.losses` (LPIPS, its
+per-process cache, the noise regulariser), :mod:`.results` (``Pivot``, ``TuningResult`` and their
+files), :mod:`.settings`, :mod:`.camera_refine`.
 """
 
-from ._common import Progress, ProgressCallback, prepare_image
-from .camera_refine import CameraCorrection
-from .losses import BACKBONE_FILES, PerceptualDistance, backbone_weights_path, load_lpips, noise_regularization
-from .project import learning_rate_at, project, w_statistics
-from .results import Pivot, TuningResult
-from .settings import (PROJECTION_PRESETS, TUNING_PRESETS, CameraRefinementSettings, ProjectionSettings,
-                       TuningSettings)
-from .tune import tune
+# The names below are imported on first use (PEP 562), so that the command line can read the
+# settings and presets (a torch-free module) without importing torch.
+_LAZY = {
+    "Progress": "_common", "ProgressCallback": "_common", "prepare_image": "_common",
+    "CameraCorrection": "camera_refine",
+    "BACKBONE_FILES": "losses", "PerceptualDistance": "losses", "backbone_weights_path": "losses",
+    "load_lpips": "losses", "noise_regularization": "losses", "shared_lpips": "losses",
+    "project": "projection", "learning_rate_at": "projection", "w_statistics": "projection",
+    "tune": "tuning",
+    "Pivot": "results", "TuningResult": "results",
+    "PROJECTION_PRESETS": "settings", "TUNING_PRESETS": "settings", "CameraRefinementSettings": "settings",
+    "ProjectionSettings": "settings", "TuningSettings": "settings", "resolve_settings": "settings",
+}
 
-__all__ = [
-    "project", "tune", "Pivot", "TuningResult", "ProjectionSettings", "TuningSettings", "CameraRefinementSettings",
-    "PROJECTION_PRESETS", "TUNING_PRESETS", "load_lpips", "backbone_weights_path", "BACKBONE_FILES",
-    "PerceptualDistance", "noise_regularization", "Progress", "ProgressCallback", "prepare_image",
-    "CameraCorrection", "learning_rate_at", "w_statistics",
-]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

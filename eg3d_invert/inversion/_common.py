@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..camera import Camera, FFHQ_FOCAL, intrinsics_matrix, lookat_pose, make_label
+from ..camera import FFHQ_FOCAL, Camera, camera_sphere, intrinsics_matrix, lookat_pose, make_label
 from ..errors import NonFiniteLossError
 
 # --- inputs ---------------------------------------------------------------------------------------
@@ -75,9 +75,7 @@ def as_label(camera, device: torch.device | str = "cpu") -> torch.Tensor:
 def frontal_label(G, device=None) -> torch.Tensor:
     """The frontal conditioning camera ``(1, 25)`` of the official scripts: on the checkpoint's
     camera sphere, looking at its pivot, FFHQ focal length."""
-    rk = G.rendering_kwargs
-    pivot = rk.get("avg_camera_pivot", [0, 0, 0.2])
-    radius = rk.get("avg_camera_radius", 2.7)
+    pivot, radius = camera_sphere(G)
     c2w = lookat_pose(math.pi / 2, math.pi / 2, pivot, radius, device=device or G.device)
     return make_label(c2w, intrinsics_matrix(FFHQ_FOCAL, device=c2w.device))
 
@@ -165,7 +163,7 @@ def log_step(history: list[dict[str, Any]], stage: str, step: int, total: int, l
     """
     record = {"step": step, "loss": float(loss.detach()), "lr": lr, **parts}
     if correction is not None:
-        record.update({f"camera_{k}": v for k, v in correction.summary().items() if k != "translation"})
+        record.update({f"camera_{k}": v for k, v in correction.summary().items() if k not in ("translation", "pivot")})
     history.append(record)
     if callback is None:
         return False

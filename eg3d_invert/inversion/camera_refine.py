@@ -35,7 +35,7 @@ class CameraCorrection(nn.Module):
         rotation_sigma_deg: prior std (degrees) of yaw, pitch and roll.
         translation_sigma: prior std (world units) of each translation component.
         pivot: ``(3,)`` point the yaw/pitch orbit turns about (the checkpoint's
-            ``avg_camera_pivot``, ``[0, 0, 0.2]`` for FFHQ).
+            look-at point, :func:`~eg3d_invert.camera.camera_sphere`; ``[0, 0, 0.2]`` for FFHQ).
 
     Conventions: positive yaw moves the camera toward world +x and positive pitch moves it up
     (the geometric angles of :func:`eg3d_invert.camera.label_angles`), both orbiting ``pivot``;
@@ -84,7 +84,9 @@ class CameraCorrection(nn.Module):
         return make_label(torch.stack(out), intrinsics)
 
     def summary(self) -> dict[str, float | list[float]]:
-        """The current correction in readable units (degrees and world units)."""
+        """The current correction in readable units (degrees and world units), and the point
+        the yaw/pitch orbit turned about."""
         a = torch.rad2deg(self.angles.detach()).tolist()
         return {"yaw_deg": a[0], "pitch_deg": a[1], "roll_deg": a[2],
-                "translation": [float(x) for x in self.translation.detach()]}
+                "translation": [float(x) for x in self.translation.detach()],
+                "pivot": [float(x) for x in self.pivot]}

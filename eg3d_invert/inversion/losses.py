@@ -14,6 +14,8 @@ backbone (no I/O at all) and then loads the backbone from the hub cache itself, 
 
 from __future__ import annotations
 
+import os
+import threading
 import urllib.error
 import warnings
 from pathlib import Path
@@ -22,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import MissingWeightsError
+from .._io import ensure_writable_dir
+from ..errors import MissingWeightsError, OutputError, UnsafeCheckpointError, first_line
+from ..pretrained.safe_pickle import load_failure
 
 #: torchvision's ImageNet weight files used by LPIPS, as named in the hub cache.
 BACKBONE_FILES: dict[str, tuple[str, str]] = {
@@ -59,7 +63,12 @@ def ensure_backbone_weights(net: str, *, download: bool = True, progress: bool =
            f"(or set TORCH_HOME to a folder whose hub/checkpoints/ holds it)")
     if not download:
         raise MissingWeightsError(f"{how}; downloading was disabled")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ensure_writable_dir(path.parent, "LPIPS weight folder")
+    except OutputError as exc:
+        torch_home = os.environ.get("TORCH_HOME")
+        raise MissingWeightsError(f"{how}; it cannot be downloaded there: {exc}"
+                                  + (f" (TORCH_HOME is {torch_home!r})" if torch_home else "")) from None
     # torchvision's convention: the file name ends in the first hex digits of its SHA-256.
     hash_prefix = name.rsplit("-", 1)[-1].split(".", 1)[0]
     try:
@@ -76,8 +85,11 @@ def _load_backbone(model: nn.Module, net: str, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise MissingWeightsError(f"{path}: unreadable LPIPS backbone weights ({type(exc).__name__}: {exc}); "
-                                  f"delete it so it is downloaded again, or replace it") from None
+        failure = load_failure(path, exc, "LPIPS backbone weights")
+        if isinstance(failure, UnsafeCheckpointError):
+            raise failure from None
+        raise MissingWeightsError(f"{path}: unreadable LPIPS backbone weights ({type(exc).__name__}: "
+                                  f"{first_line(exc)}); delete it so it is downloaded again, or replace it") from None
     target = model.net
     index_to_module = {}
     for slice_name, sl in target.named_children():
@@ -124,6 +136,34 @@ def load_lpips(net: str = "vgg", *, pretrained_backbone: bool = True, download: 
     model.backbone_pretrained = path is not None
     model.backbone_path = str(path) if path is not None else None
     return model.eval().requires_grad_(False).to(device or "cpu")
+
+
+_SHARED: dict[tuple, nn.Module] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_lpips(net: str, device: torch.device | str = "cpu") -> nn.Module:
+    """An LPIPS model (:func:`load_lpips`) built once per process.
+
+    Building one costs seconds (torchvision constructs the whole ImageNet network before the
+    weights are loaded), and the models are read-only at inference (eval mode, no gradients
+    for their parameters), so every :class:`~eg3d_invert.api.Inverter` of the process shares
+    them. The key includes the weight file's path, size and mtime, so a different
+    ``TORCH_HOME`` or a replaced file gives a new model.
+    """
+    path = backbone_weights_path(net)
+    stat = path.stat() if path.is_file() else None
+    key = (net, str(torch.device(device)), str(path), stat.st_size if stat else None,
+           stat.st_mtime_ns if stat else None)
+    with _SHARED_LOCK:
+        model = _SHARED.get(key)
+        if model is None:
+            model = load_lpips(net, device=device)
+            # The file may have just been downloaded: key the model by what is now on disk.
+            stat = path.stat() if path.is_file() else None
+            key = key[:3] + (stat.st_size if stat else None, stat.st_mtime_ns if stat else None)
+            _SHARED[key] = model
+        return model
 
 
 class PerceptualDistance(nn.Module):

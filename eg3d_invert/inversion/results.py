@@ -12,7 +12,6 @@ File formats:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 
 from .._io import atomic_path
 from ..errors import CheckpointError
+from ..pretrained.safe_pickle import load_failure
 from ._common import as_label, swapped_noise
 
 PIVOT_FORMAT = "eg3d-invert/pivot"
@@ -153,8 +153,8 @@ class Pivot:
                        source=str(path), stop_reason="completed")
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise CheckpointError(f"{path}: not a readable pivot file ({type(exc).__name__}: {exc})") from None
+        except Exception as exc:  # noqa: BLE001 - refused or unreadable, reported either way
+            raise load_failure(path, exc, "pivot file") from None
         if not isinstance(data, dict) or data.get("format") != PIVOT_FORMAT:
             raise CheckpointError(f"{path}: not an eg3d-invert pivot file")
         if int(data.get("version", 0)) > PIVOT_VERSION:
@@ -164,27 +164,6 @@ class Pivot:
                    noise=data.get("noise"), settings=data.get("settings") or {}, history=data.get("history") or [],
                    steps=int(data.get("steps", 0)), stop_reason=data.get("stop_reason", "completed"),
                    camera_correction=data.get("camera_correction"), source=data.get("source"))
-
-
-def base_info_for(G) -> dict[str, Any]:
-    """How a tuned delta finds its base again: the checkpoint file's SHA-256 and path; for a
-    generator that did not come from a file, a SHA-256 of its tensors (the delta can then only
-    be read by passing that generator as ``base=``)."""
-    from ..pretrained import file_sha256, get_model_info
-
-    path = getattr(G, "checkpoint_path", None)
-    if path and Path(path).is_file():
-        info: dict[str, Any] = {"sha256": file_sha256(path), "path": str(Path(path).resolve())}
-        try:
-            info["name"] = get_model_info(Path(path).stem).name
-        except Exception:  # noqa: BLE001 - not a registry checkpoint: the path is enough
-            pass
-        return info
-    h = hashlib.sha256()
-    for k, v in sorted(G.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return {"sha256": h.hexdigest(), "path": None, "kind": "tensor-hash (the base is not a file)"}
 
 
 @dataclass
@@ -222,14 +201,15 @@ class TuningResult:
     def save_generator(self, path: str | Path, base_info: dict[str, Any] | None = None) -> Path:
         """Write the tuned generator as a safetensors delta against :attr:`base`.
 
-        ``base_info`` defaults to :func:`base_info_for` of the base (checkpoint hash and path).
+        ``base_info`` defaults to :func:`~eg3d_invert.pretrained.checkpoint_record` of the base
+        (checkpoint hash and path).
         Read back with ``load_generator(path, base=<base checkpoint or generator>)``.
         """
-        from ..pretrained import save_generator
+        from ..pretrained import checkpoint_record, save_generator
 
         if self.base is None:
             raise ValueError("this result has no base generator to write a delta against")
-        info = base_info or base_info_for(self.base)
+        info = base_info or checkpoint_record(self.base)
         extra = {"tuning": self.settings, "steps": self.steps, "stop_reason": self.stop_reason,
                  "camera": self.pivot.camera.reshape(-1).tolist() if self.pivot.camera is not None else None,
                  "camera_correction": self.camera_correction}

@@ -14,9 +14,11 @@ The ``'official'`` presets reproduce the published pipelines, value for value:
   LPIPS weight 1, stop once LPIPS <= 0.06, locality regularisation off (PTI's settings when
   on), depth samples x2.
 
-The ``'fast'`` presets are this project's own: half the steps, measured against the official
-schedule by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting is validated on construction and raises
-:class:`~eg3d_invert.errors.ConfigError` naming the field.
+The ``'fast'`` presets are this project's own coarse-to-fine schedule, measured against the
+official one by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting
+is validated on construction and raises :class:`~eg3d_invert.errors.ConfigError` naming the
+field. :func:`resolve_settings` turns the convenience arguments of the API and the command
+line (``preset``, ``steps``, ``seed``, ...) into the two settings objects.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -60,6 +63,20 @@ def _finite(obj, name: str, lo: float | None = 0.0, lo_open: bool = False, hi: f
 
 def _bool(obj, name: str) -> None:
     _check(isinstance(getattr(obj, name), bool), name, "must be True or False", getattr(obj, name))
+
+
+def _check_coarse(obj) -> None:
+    _positive_int(obj, "coarse_steps", allow_zero=True)
+    _check(obj.coarse_steps <= obj.num_steps, "coarse_steps", f"must be at most num_steps ({obj.num_steps})",
+           obj.coarse_steps)
+    _finite(obj, "coarse_resolution", lo_open=True, hi=1.0)
+    _finite(obj, "coarse_sample_mult", lo_open=True, hi=16)
+
+
+def coarse_resolution(settings, neural_rendering_resolution: int) -> int:
+    """Raw render size of a coarse step: ``coarse_resolution`` of the checkpoint's, at least 32 px
+    (the smallest image on which both LPIPS networks still have every layer)."""
+    return max(32, int(round(neural_rendering_resolution * settings.coarse_resolution)))
 
 
 class _JsonSettings:
@@ -166,6 +183,13 @@ class ProjectionSettings(_JsonSettings):
         init_candidates, init_truncation: the candidates of ``init='search'``.
         seed: seeds every random draw (latent noise, noise maps, depth jitter, candidates).
         camera: joint camera refinement (off in the official projector).
+        coarse_steps: the first this many steps are coarse (0 = official): the raw neural render
+            at ``coarse_resolution`` times the checkpoint's neural rendering resolution (at least
+            32 px) with ``coarse_sample_mult`` depth samples, no super-resolution, compared by
+            LPIPS with the photo area-downsampled to that size. EG3D's dual discrimination
+            trains the raw render to be the downsampled image, and a W latent is decided by
+            coarse structure, so these steps do most of the work at a fraction of the cost.
+        coarse_resolution, coarse_sample_mult: see ``coarse_steps``.
     """
 
     space: str = "w"
@@ -190,6 +214,9 @@ class ProjectionSettings(_JsonSettings):
     init_truncation: float = 0.7
     seed: int = 0
     camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+    coarse_steps: int = 0
+    coarse_resolution: float = 0.5
+    coarse_sample_mult: float = 1.0
 
     _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
 
@@ -223,6 +250,7 @@ class ProjectionSettings(_JsonSettings):
         _positive_int(self, "seed", allow_zero=True)
         _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
                self.camera)
+        _check_coarse(self)
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "ProjectionSettings":
@@ -255,6 +283,13 @@ class TuningSettings(_JsonSettings):
             them) instead of the generator's own. The official pipeline discards them.
         seed: seeds the depth jitter and the locality samples.
         camera: joint camera refinement.
+        coarse_steps: the first this many steps are coarse (0 = official): L2 + LPIPS between
+            the raw neural render at ``coarse_resolution`` times the checkpoint's neural rendering
+            resolution (``coarse_sample_mult`` depth samples, no super-resolution) and the photo
+            area-downsampled to that size; the backbone and the decoder (shape and colour) do
+            most of their moving there, cheaply. The LPIPS threshold is checked on full-size
+            steps only (a distance at another resolution is another scale).
+        coarse_resolution, coarse_sample_mult: see ``coarse_steps``.
     """
 
     num_steps: int = 350
@@ -276,6 +311,9 @@ class TuningSettings(_JsonSettings):
     use_pivot_noise: bool = False
     seed: int = 0
     camera: CameraRefinementSettings = field(default_factory=CameraRefinementSettings)
+    coarse_steps: int = 0
+    coarse_resolution: float = 0.5
+    coarse_sample_mult: float = 1.0
 
     _nested: ClassVar[dict[str, type]] = {"camera": CameraRefinementSettings}
 
@@ -306,6 +344,7 @@ class TuningSettings(_JsonSettings):
         _positive_int(self, "seed", allow_zero=True)
         _check(isinstance(self.camera, CameraRefinementSettings), "camera", "must be CameraRefinementSettings",
                self.camera)
+        _check_coarse(self)
 
     @classmethod
     def from_preset(cls, preset: str = "official", **overrides) -> "TuningSettings":
@@ -315,18 +354,137 @@ class TuningSettings(_JsonSettings):
         return dataclasses.replace(TUNING_PRESETS[preset], **overrides)
 
 
-#: ``'fast'``: half the official 850 steps (projection 250, tuning 175 at twice the lr), rendered
-#: without depth jitter, with PTI's locality regulariser. Measured with
-#: ``benchmarks/inversion_quality.py`` (scenario ``half_reg``; tiny_A, two targets, random LPIPS
-#: backbones): every held-out number (PSNR, LPIPS, depth error) at least as good as the official
-#: schedule's, input-view PSNR within 0.4 dB, in 60-75 % of its time (the locality term costs an
-#: extra render per tuning step).
+#: ``'fast'`` (issue 9): a coarse-to-fine schedule for CPUs. Projection: 200 steps, all on the
+#: raw neural render at half the neural rendering resolution with one depth sample per official
+#: one (no super-resolution, LPIPS on the small image), without depth jitter. Tuning: 80 steps on the
+#: full super-resolved image at twice PTI's learning rate, single depth sampling, no jitter.
+#: On the full ffhq512-128 configuration it costs about 1/6 of the official schedule (photo to
+#: outputs, ``benchmarks/pipeline.py``); its quality against the official schedule is measured by
+#: ``benchmarks/inversion_quality.py`` (scenario ``c2f_i``; README has the figures and their limits).
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
     "official": ProjectionSettings(),
-    "fast": ProjectionSettings(num_steps=250, deterministic_render=True),
+    "fast": ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
 }
 TUNING_PRESETS: dict[str, TuningSettings] = {
     "official": TuningSettings(),
-    "fast": TuningSettings(num_steps=175, learning_rate=6e-4, locality_regularization=True,
-                           deterministic_render=True),
+    "fast": TuningSettings(num_steps=80, learning_rate=6e-4, sample_mult=1.0, deterministic_render=True),
 }
+
+
+def _with_steps(settings, steps: int):
+    """``settings`` with ``num_steps=steps``, its coarse steps scaled in proportion (an all-coarse
+    schedule stays all coarse)."""
+    coarse = settings.coarse_steps
+    if coarse:
+        coarse = steps if coarse >= settings.num_steps else min(steps, round(coarse * steps / settings.num_steps))
+    return settings.replace(num_steps=int(steps), coarse_steps=coarse)
+
+
+def preset_differences(preset: str) -> dict[str, dict[str, Any]]:
+    """The fields in which ``preset`` differs from ``'official'``: ``{'projection': {field: value},
+    'tuning': {...}}`` (what help texts and reports say about it)."""
+    if preset not in PROJECTION_PRESETS or preset not in TUNING_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PROJECTION_PRESETS))}")
+    out: dict[str, dict[str, Any]] = {}
+    for stage, presets in (("projection", PROJECTION_PRESETS), ("tuning", TUNING_PRESETS)):
+        base, mine = presets["official"].to_dict(), presets[preset].to_dict()
+        out[stage] = {k: v for k, v in mine.items() if base[k] != v}
+    return out
+
+
+def preset_phrases(preset: str) -> list[str]:
+    """Every difference of ``preset`` from ``'official'`` as a short phrase, projection first
+    (``'tuning lr 0.0006 (official 0.0003)'``, ``'no depth jitter in projection'``, ...)."""
+    official = {"projection": PROJECTION_PRESETS["official"], "tuning": TUNING_PRESETS["official"]}
+    phrases = []
+    for stage, changes in preset_differences(preset).items():
+        for name, value in changes.items():
+            was = getattr(official[stage], name)
+            if name == "deterministic_render":
+                phrases.append(f"{'no' if value else 'random'} depth jitter in {stage}")
+            elif name == "locality_regularization":
+                phrases.append(f"PTI's locality regulariser {'on' if value else 'off'}")
+            elif name == "num_steps":
+                phrases.append(f"{value} {stage} steps (official {was})")
+            elif name == "learning_rate":
+                phrases.append(f"{stage} lr {value:g} (official {was:g})")
+            elif name == "coarse_steps":
+                frac = getattr(presets_of(stage)[preset], "coarse_resolution")
+                phrases.append(f"{'all' if value == getattr(presets_of(stage)[preset], 'num_steps') else value} "
+                               f"{stage} steps on the raw render at {frac:g}x resolution")
+            elif name == "sample_mult":
+                phrases.append(f"{stage} depth samples x{value:g} (official x{was:g})")
+            else:
+                phrases.append(f"{stage} {name} {value!r} (official {was!r})")
+    return phrases
+
+
+def presets_of(stage: str) -> dict:
+    """The preset table of ``stage`` (``'projection'`` or ``'tuning'``)."""
+    return PROJECTION_PRESETS if stage == "projection" else TUNING_PRESETS
+
+
+def describe_preset(preset: str) -> str:
+    """:func:`preset_phrases` as one line, for help texts."""
+    return ", ".join(preset_phrases(preset))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # numpy integers too
+
+
+def resolve_settings(*, preset: str = "official", projector: str | None = None, steps: int | None = None,
+                     pti_steps: int | None = None, seed: int | None = 0, camera_refinement: bool = False,
+                     projection_lpips: str | None = None, tuning_lpips: str | None = None,
+                     projection: ProjectionSettings | None = None,
+                     tuning: TuningSettings | None = None) -> tuple[ProjectionSettings, TuningSettings]:
+    """The projection and tuning settings that the convenience arguments describe.
+
+    Starts from ``projection`` / ``tuning`` if given, else from the ``preset``; then each argument
+    that is not None overrides its field (``projector`` -> ``space``, ``steps`` and ``pti_steps``
+    -> ``num_steps``, ``seed`` -> both seeds, ``*_lpips`` -> ``lpips_net``;
+    ``camera_refinement=True`` turns joint camera refinement on in both stages with its default
+    settings).
+
+    Raises:
+        ConfigError: naming the argument that is wrong.
+    """
+    if not isinstance(preset, str):
+        raise ConfigError(f"preset must be a preset name, got {preset!r}")
+    if projector is not None and projector not in SPACES:
+        raise ConfigError(f"projector must be one of {', '.join(SPACES)}, got {projector!r}")
+    for name, value in (("steps", steps), ("pti_steps", pti_steps)):
+        if value is not None and not (_is_int(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if seed is not None and not (_is_int(seed) and seed >= 0):
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(camera_refinement, bool):
+        raise ConfigError(f"camera_refinement must be True or False, got {camera_refinement!r}")
+    for name, value in (("projection_lpips", projection_lpips), ("tuning_lpips", tuning_lpips)):
+        if value is not None and value not in LPIPS_NETS:
+            raise ConfigError(f"{name} must be one of {', '.join(LPIPS_NETS)}, got {value!r}")
+    if projection is not None and not isinstance(projection, ProjectionSettings):
+        raise ConfigError(f"projection must be a ProjectionSettings, got {type(projection).__name__}")
+    if tuning is not None and not isinstance(tuning, TuningSettings):
+        raise ConfigError(f"tuning must be a TuningSettings, got {type(tuning).__name__}")
+
+    proj = projection if projection is not None else ProjectionSettings.from_preset(preset)
+    tun = tuning if tuning is not None else TuningSettings.from_preset(preset)
+    p_changes: dict[str, Any] = {}
+    t_changes: dict[str, Any] = {}
+    if projector is not None:
+        p_changes["space"] = projector
+    if steps is not None:
+        proj = _with_steps(proj, int(steps))
+    if pti_steps is not None:
+        tun = _with_steps(tun, int(pti_steps))
+    if seed is not None:
+        p_changes["seed"] = t_changes["seed"] = int(seed)
+    if projection_lpips is not None:
+        p_changes["lpips_net"] = projection_lpips
+    if tuning_lpips is not None:
+        t_changes["lpips_net"] = tuning_lpips
+    if camera_refinement:
+        p_changes["camera"] = proj.camera if proj.camera.enabled else CameraRefinementSettings(enabled=True)
+        t_changes["camera"] = tun.camera if tun.camera.enabled else CameraRefinementSettings(enabled=True)
+    return proj.replace(**p_changes), tun.replace(**t_changes)

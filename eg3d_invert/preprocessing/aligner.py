@@ -12,7 +12,7 @@ import numpy as np
 from ..camera import label_angles
 from ..errors import FaceIndexError, NoFaceError
 from .crop import CropGeometry, Padding, apply_affine, crop_face
-from .detection import Detection, FaceDetector, auto_min_face_size
+from .detection import DEFAULT_THRESHOLD, Detection, FaceDetector, auto_min_face_size
 from .landmarks import DLIB_FIVE, MESH_FIVE, DlibLandmarker, MeshLandmarker, five_points
 from .pose import PoseModel, default_pose_model, fit_mesh_rotation, label_from_rotation, label_roll, pose_warnings
 from .reading import DEFAULT_MAX_PIXELS, ImageSource, read_image, source_name
@@ -168,7 +168,7 @@ class Aligner:
         pose_model: head-pose model (default: the packaged one, see :mod:`.pose`).
     """
 
-    def __init__(self, *, threshold: float = 0.9, min_face_size: int | None = None,
+    def __init__(self, *, threshold: float = DEFAULT_THRESHOLD, min_face_size: int | None = None,
                  five_points: FivePointSource = "detector", padding: Padding = "black",
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, device: str = "cpu", dlib_model=None,
                  pose_model: PoseModel | None = None, mirror_average: bool = False):
@@ -305,7 +305,7 @@ def _default_aligner(**settings) -> Aligner:
         return aligner
 
 
-def align(photo: ImageSource, *, face_index: int = 0, threshold: float = 0.9,
+def align(photo: ImageSource, *, face_index: int = 0, threshold: float = DEFAULT_THRESHOLD,
           five_points: FivePointSource = "detector", padding: Padding = "black",
           max_pixels: int | None = DEFAULT_MAX_PIXELS, mirror_average: bool = False) -> AlignedFace:
     """Align the face of one portrait photo: EG3D 512x512 crop + camera label.

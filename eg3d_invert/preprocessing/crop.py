@@ -1,7 +1,7 @@
 """The official EG3D in-the-wild crop: 5 landmarks -> 512x512 face crop, and its 2x3 transforms.
 
 This re-implements, number for number, what NVlabs/eg3d ``crop_images_in_the_wild.py`` does with
-Deep3DFaceRecon's ``align_img`` (see ``reference/CONVENTIONS.md`` section 4):
+Deep3DFaceRecon's ``align_img``:
 
 1. flip the landmarks' y axis (``y' = H - 1 - y``, in float32 like the official ``np.loadtxt``
    arrays);

@@ -35,6 +35,8 @@ from .mtcnn import detect_faces
 _LOCK = threading.Lock()
 _MTCNN_CACHE: dict = {}
 
+#: Confidence a face must exceed, as in the official pipeline.
+DEFAULT_THRESHOLD = 0.9
 #: The official MTCNN settings: smallest face and pyramid step.
 OFFICIAL_MIN_FACE = 20.0
 PYRAMID_FACTOR = 0.709
@@ -205,7 +207,7 @@ class FaceDetector:
             pipeline, whose crops they match about twice as closely (see the module docstring).
     """
 
-    def __init__(self, threshold: float = 0.9, min_face_size: float | None = None, device: str = "cpu",
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, min_face_size: float | None = None, device: str = "cpu",
                  num_threads: int | None = 1, mirror_average: bool = False):
         if not 0.0 <= float(threshold) < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")

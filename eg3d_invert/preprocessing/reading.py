@@ -1,4 +1,5 @@
-"""Reading photos into RGB uint8 arrays, with every failure turned into a specific one-line error.
+"""Reading photos into RGB uint8 arrays, with every failure turned into a specific one-line error;
+and finding the photos among files and folders (:func:`collect_photos`).
 
 Accepted inputs: a path (``str`` / ``os.PathLike``), encoded bytes (``bytes``, ``bytearray``,
 ``memoryview``), a ``PIL.Image.Image`` or a numpy array. Files are decoded by Pillow, so JPEG,
@@ -32,7 +33,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,6 +54,42 @@ _PIL_LIMIT_LOCK = threading.Lock()
 # Errors Pillow and its plugins raise on damaged data (truncated files, bad chunks, bad zlib data).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
                   MemoryError)
+
+
+#: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
+#: tried whatever their suffix.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def collect_photos(inputs: Iterable[os.PathLike | str], exclude: Iterable[os.PathLike | str] = ()) -> list[Path]:
+    """Photos to process: files as given, folders recursed (sorted), duplicates dropped.
+
+    Paths that do not exist are kept, so that they are reported as failures. Folders in
+    ``exclude`` (e.g. the output folder) are not recursed into.
+    """
+    skip = {Path(p).resolve() for p in exclude}
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append(p)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            if path.resolve() in skip:
+                continue
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip and not d.startswith("."))
+                for f in sorted(files):
+                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
+                        add(Path(root) / f)
+        else:
+            add(path)
+    return found
 
 
 def source_name(source: object) -> str:
@@ -138,7 +175,8 @@ def _check_pixels(width: int, height: int, name: str, max_pixels: int | None) ->
     if max_pixels is not None and width * height > max_pixels:
         raise ImageTooLargeError(
             f"{name}: {width}x{height} = {width * height / 1e6:.1f} MP is above the limit of "
-            f"{max_pixels / 1e6:g} MP (possible decompression bomb; raise max_pixels to allow it)")
+            f"{max_pixels / 1e6:g} MP (possible decompression bomb; raise max_pixels, on the command line "
+            f"--max-megapixels, to allow it)")
 
 
 def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
@@ -151,7 +189,7 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
             if max_pixels is not None and max_pixels <= pil_limit:
                 raise ImageTooLargeError(
                     f"{name}: more than {max_pixels / 1e6:g} MP (possible decompression bomb; raise "
-                    f"max_pixels to allow it)") from exc
+                    f"max_pixels, on the command line --max-megapixels, to allow it)") from exc
             # The caller allowed more than Pillow's hard limit: open with Pillow's guard lifted
             # (reading the header only), our own limit is checked right after.
             with _PIL_LIMIT_LOCK:

@@ -14,7 +14,6 @@ connection at 90 % should not cost the first 90 %.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import time
@@ -23,11 +22,13 @@ from typing import Callable, Iterator, Protocol
 
 import requests
 
+from .._io import ensure_writable_dir, file_sha256
 from ..errors import (
     CheckpointError,
     ChecksumMismatchError,
     DownloadError,
     MissingWeightsError,
+    OutputError,
     UnknownModelError,
 )
 from .cache import cached_path, url_cached_path
@@ -251,14 +252,6 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _sha256_file(path: Path, block: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fetch(session: requests.Session, url: str, part: Path, dest: Path, expected_size: int | None,
            timeout, chunk_size: int, reporter: _Reporter) -> None:
     """One HTTP request that continues (or starts) ``part``. Returns when the body is complete.
@@ -388,9 +381,10 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
     if expected_size is not None and expected_size < 0:
         raise ValueError(f"expected_size must be >= 0, got {expected_size}")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(f"cannot create the folder {dest.parent}: {exc.strerror or exc}") from None
+        ensure_writable_dir(dest.parent, "download folder")
+    except OutputError as exc:
+        raise DownloadError(f"{exc}; set EG3D_INVERT_HOME to a writable folder, or download {url} yourself "
+                            f"and pass the file's path") from None
     part = dest.with_name(dest.name + ".part")
     lock = dest.with_name(dest.name + ".lock")
 
@@ -432,7 +426,7 @@ def download(url: str, dest: str | os.PathLike, expected_sha256: str | None = No
             _unlink(part)
             raise ChecksumMismatchError(f"{url}: got {size} bytes, expected {expected_size}; nothing was kept")
         if expected_sha256 is not None:
-            actual = _sha256_file(part)
+            actual = file_sha256(part)
             if actual != expected_sha256:
                 _unlink(part)
                 raise ChecksumMismatchError(f"{url}: SHA-256 mismatch, expected {expected_sha256}, got {actual}; "

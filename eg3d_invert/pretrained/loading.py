@@ -9,42 +9,13 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from .._io import file_sha256
+from ..devices import resolve_device
+from ..errors import CheckpointError
 from ..generator import TriPlaneGenerator
 from . import native, official
 
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CPU; ``'auto'`` -> CUDA, else MPS, else CPU; anything else as torch reads it."""
-    if device is None:
-        return torch.device("cpu")
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r} ({exc})") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, remembered per (path, size, mtime) for the process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _HASH_CACHE[key] = h.hexdigest()
-    return _HASH_CACHE[key]
 
 
 def detect_format(path: str | Path) -> str:
@@ -105,7 +76,8 @@ def _load_state_dict_with_base(path: Path, base, dev) -> TriPlaneGenerator:
     tensors = official.load_state_dict_file(path, device=dev)
     if base is None:
         raise CheckpointError(f"{path}: holds weights only ({{'G_ema': state_dict}}); say which checkpoint they "
-                              f"belong to with base= (e.g. 'ffhq512-128' or the base .pkl file)")
+                              f"belong to with base= (on the command line --base), e.g. 'ffhq512-128' or the "
+                              f"base .pkl file")
     if isinstance(base, TriPlaneGenerator):
         init_kwargs, nrr, rk = base.init_kwargs, base.neural_rendering_resolution, base.rendering_kwargs
     elif Path(base).exists():
@@ -127,8 +99,7 @@ def resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneG
     """
     want = info["sha256"]
     if isinstance(base, TriPlaneGenerator):
-        have = getattr(base, "checkpoint_sha256", None) or (
-            file_sha256(base.checkpoint_path) if getattr(base, "checkpoint_path", None) else None)
+        have = file_sha256(base.checkpoint_path) if base.checkpoint_path else None
         if have is not None and have != want:
             raise CheckpointError(f"{path}: was tuned from a base with sha256 {want[:12]}..., "
                                   f"but the given base has {have[:12]}...")
@@ -151,6 +122,48 @@ def resolve_delta_base(path: Path, info: dict[str, Any], base, dev) -> TriPlaneG
                           f"pass base=PATH")
 
 
+def load_base_generator(tuned: str | os.PathLike, base=None, device=None) -> TriPlaneGenerator:
+    """The base generator of a tuned delta file (``tuned.safetensors``).
+
+    ``base`` as for :func:`load_generator` (path, registry name or generator); None: the
+    checkpoint the file records, found by path or in the cache and checked against its SHA-256.
+
+    Raises:
+        CheckpointError: ``tuned`` is not a delta file, or its base is not found or differs.
+    """
+    from .download import resolve_checkpoint
+
+    if isinstance(base, (str, os.PathLike)) and not Path(base).is_file():
+        base = resolve_checkpoint(str(base))  # a registry name or URL
+    tuned = Path(tuned)
+    header = native.read_header(tuned)
+    if header is None or "base" not in header:
+        raise CheckpointError(f"{tuned}: not a tuned (delta) generator file written by eg3d-invert")
+    return resolve_delta_base(tuned, header["base"], base, resolve_device(device))
+
+
+def checkpoint_record(G: TriPlaneGenerator) -> dict[str, Any]:
+    """Which checkpoint ``G`` is, as reports and delta files record it: the file's SHA-256,
+    resolved path, registry name and format; for a generator that did not come from a file, a
+    SHA-256 of its tensors (a delta against it can then only be read by passing it as ``base=``)."""
+    from .registry import get_model_info
+
+    path = G.checkpoint_path
+    if path and Path(path).is_file():
+        info: dict[str, Any] = {"sha256": file_sha256(path), "path": str(Path(path).resolve())}
+        try:
+            info["name"] = get_model_info(Path(path).stem).name
+        except Exception:  # noqa: BLE001 - not a registry checkpoint: the path is enough
+            pass
+        info["format"] = G.checkpoint_format
+        return info
+    h = hashlib.sha256()
+    for k, v in sorted(G.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"sha256": h.hexdigest(), "path": None, "kind": "tensor-hash (the base is not a file)", "format": None}
+
+
 def describe_checkpoint(path: str | os.PathLike, G: TriPlaneGenerator | None = None) -> dict[str, Any]:
     """What ``eg3d-invert info`` prints: resolution, rendering settings, sizes, hash."""
     path = Path(path)
@@ -159,7 +172,7 @@ def describe_checkpoint(path: str | os.PathLike, G: TriPlaneGenerator | None = N
     n_params = sum(p.numel() for p in G.parameters())
     return {
         "path": str(path),
-        "format": getattr(G, "checkpoint_format", detect_format(path)),
+        "format": G.checkpoint_format or detect_format(path),
         "file_size": path.stat().st_size,
         "sha256": file_sha256(path),
         "img_resolution": G.img_resolution,

@@ -12,6 +12,7 @@ checkpoint and records the base's SHA-256, so a tuned generator costs megabytes,
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,30 @@ def read_header(path: str | Path) -> dict[str, Any] | None:
         header = json.loads(meta["eg3d_invert"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt eg3d-invert header ({exc})") from None
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an eg3d-invert generator file")
-    if int(header.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer eg3d-invert (format version {header['version']})")
+    _check_header(header, path)
     return header
+
+
+def _check_header(header: Any, path) -> None:
+    """The header's shape, checked before anything reads it (the file is untrusted input)."""
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an eg3d-invert generator file")
+    version = header.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: corrupt eg3d-invert header (version {version!r})")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer eg3d-invert (format version {version})")
+    missing = [k for k in ("init_kwargs", "neural_rendering_resolution") if k not in header]
+    if missing:
+        raise CheckpointError(f"{path}: its eg3d-invert header has no generator configuration "
+                              f"(missing {', '.join(missing)})")
+    for key in ("init_kwargs", "rendering_kwargs", "base"):
+        if key in header and not isinstance(header[key], dict):
+            raise CheckpointError(f"{path}: corrupt eg3d-invert header ({key} must be a JSON object, "
+                                  f"got {type(header[key]).__name__})")
+    sha = header.get("base", {}).get("sha256")
+    if "base" in header and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        raise CheckpointError(f"{path}: corrupt eg3d-invert header (the base checkpoint's sha256 is {sha!r})")
 
 
 def load_native(path: str | Path, device="cpu", base: TriPlaneGenerator | None = None) -> TriPlaneGenerator:

@@ -11,15 +11,15 @@ Two official formats are read:
 from __future__ import annotations
 
 import copy
-import pickle
+import operator
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..generator import TriPlaneGenerator
-from .safe_pickle import ModuleRecord, load_snapshot
+from .safe_pickle import ModuleRecord, load_failure, load_snapshot
 
 #: Buffers the official training loop adds that the generator itself never uses.
 _IGNORED_TENSORS = ("dataset_label_std",)
@@ -57,12 +57,15 @@ def build_generator(init_kwargs: Mapping[str, Any], state_dict: Mapping[str, tor
     The module is built on the meta device and the checkpoint's tensors are assigned to it,
     so no random initialisation is computed and thrown away.
     """
+    if not isinstance(init_kwargs, Mapping) or not all(isinstance(k, str) for k in init_kwargs):
+        raise CheckpointError(f"{source}: the generator configuration (init_kwargs) is not a mapping of names")
     kwargs = copy.deepcopy(dict(init_kwargs))
     try:
         with torch.device("meta"):
             G = TriPlaneGenerator(**kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{source}: unsupported generator configuration ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - an untrusted configuration can fail in any constructor
+        raise CheckpointError(f"{source}: unsupported generator configuration ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())})") from None
     tensors = {k: v for k, v in state_dict.items() if k not in _IGNORED_TENSORS}
     expected = G.state_dict()
     missing = [k for k in expected if k not in tensors]
@@ -78,12 +81,25 @@ def build_generator(init_kwargs: Mapping[str, Any], state_dict: Mapping[str, tor
         if wrong:
             parts.append(f"{len(wrong)} with other shapes (e.g. {wrong[0]})")
         raise CheckpointError(f"{source}: tensors do not match the generator configuration: " + "; ".join(parts))
+    try:
+        nrr = operator.index(neural_rendering_resolution)  # ints, numpy ints; not floats, strings or bools
+    except TypeError:
+        nrr = None
+    if nrr is None or isinstance(neural_rendering_resolution, bool) or nrr < 1:
+        raise CheckpointError(f"{source}: neural_rendering_resolution must be a positive integer, "
+                              f"got {neural_rendering_resolution!r}")
+    if rendering_kwargs is not None:
+        if not isinstance(rendering_kwargs, Mapping):
+            raise CheckpointError(f"{source}: rendering_kwargs must be a dict, got {type(rendering_kwargs).__name__}")
+        G.rendering_kwargs = dict(rendering_kwargs)
+        try:
+            G.render_settings()  # the settings the file's generator renders with, not only its init's
+        except ConfigError as exc:
+            raise CheckpointError(f"{source}: unsupported generator configuration ({exc})") from None
     device = torch.device(device)
     G.load_state_dict({k: tensors[k].detach().to(device=device, dtype=expected[k].dtype).contiguous()
                        for k in expected}, strict=True, assign=True)
-    G.neural_rendering_resolution = int(neural_rendering_resolution)
-    if rendering_kwargs is not None:
-        G.rendering_kwargs = dict(rendering_kwargs)
+    G.neural_rendering_resolution = nrr
     return G.eval().requires_grad_(False)
 
 
@@ -95,7 +111,7 @@ def generator_from_record(rec: ModuleRecord, source: str, device="cpu") -> TriPl
         raise CheckpointError(f"{source}: unexpected positional init arguments in G_ema")
     state_rk = rec.attribute("rendering_kwargs")
     return build_generator(rec.init_kwargs, rec.tensors(), source=source, device=device,
-                           neural_rendering_resolution=int(rec.attribute("neural_rendering_resolution", 64)),
+                           neural_rendering_resolution=rec.attribute("neural_rendering_resolution", 64),
                            rendering_kwargs=dict(state_rk) if isinstance(state_rk, dict) else None)
 
 
@@ -111,11 +127,8 @@ def load_state_dict_file(path: str | Path, device="cpu") -> dict[str, torch.Tens
     """The generator tensors of a ``{'G_ema': state_dict}`` (or bare state dict) torch file."""
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(f"{path}: refused by torch's weights-only loader: "
-                                    f"{str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch file ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: refused, or unreadable in any other way
+        raise load_failure(path, exc, "torch file") from None
     if isinstance(obj, Mapping) and "G_ema" in obj:
         obj = obj["G_ema"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -45,7 +45,7 @@ class ModelInfo:
     Attributes:
         name: registry name, the NGC file name without ``.pkl`` (e.g. ``"ffhq512-128"``).
         url: direct-download URL on NGC.
-        dataset: training data, as in ``docs/models.md``.
+        dataset: training data, as in NVlabs/eg3d's ``docs/models.md``.
         description: one sentence on what the model is for.
         image_resolution: side of the final (super-resolved) image in pixels.
         neural_rendering_resolution: side of the volume-rendered raw image in pixels (the number
@@ -105,8 +105,9 @@ def _entry(name: str, **kw) -> ModelInfo:
 
 # The official train.py picks SuperresolutionHybrid8XDC for 512 px datasets and
 # SuperresolutionHybrid2X for 128 px ones; only ffhq512-128 has been checked against the
-# construction code (shared/reference/ffhq512-128_inventory.json).
-_SR_8XDC_CHECKED = "official train.py run for the docs/models.md ffhq512-128 command (reference inventory)"
+# construction code (an inventory of the tensors the official code builds for it, which the
+# tests compare with our generator).
+_SR_8XDC_CHECKED = "official train.py run for NVlabs/eg3d's ffhq512-128 command (reference inventory)"
 _SR_8XDC_RULE = "inferred: official train.py rule for 512 px data; not checked against the file"
 
 _MODELS: dict[str, ModelInfo] = {
@@ -141,10 +142,10 @@ _MODELS: dict[str, ModelInfo] = {
             "afhqcats512-128", dataset="AFHQv2 cats", image_resolution=512,
             neural_rendering_resolution=128,
             description="AFHQ cat faces, fine-tuned from FFHQ with ADA; 128x128 neural rendering.",
-            # shared/reference/FORMAT.md names SuperresolutionHybrid4X for this file, but the
-            # official 4X module asserts img_resolution == 256 while the name says 512: unresolved.
+            # Secondary sources name SuperresolutionHybrid4X for this file, but the official 4X
+            # module asserts img_resolution == 256 while the name says 512: unresolved.
             sr_module=None,
-            sr_module_source="unknown: FORMAT.md says SuperresolutionHybrid4X, which the official code "
+            sr_module_source="unknown: SuperresolutionHybrid4X is reported, which the official code "
                              "builds only for 256 px output; read it from the file",
             **_AFHQ_CAMERA,
             approx_size_bytes=369_000_000,
@@ -166,9 +167,9 @@ _MODELS: dict[str, ModelInfo] = {
             description="FFHQ faces, first training stage at 64x64 neural rendering.",
             sr_module="SuperresolutionHybrid8XDC", sr_module_source=_SR_8XDC_RULE, **_FFHQ_CAMERA,
             on_ngc=False,
-            notes="Listed in docs/models.md but apparently not on NGC (the NGC bundle as checked by "
-                  "In-N-Out's link script holds the other five; an inference, not confirmed): the "
-                  "download will probably fail with HTTP 404.",
+            notes="Listed in NVlabs/eg3d's docs/models.md but apparently not on NGC (the NGC bundle as "
+                  "checked by In-N-Out's link script holds the other five; an inference, not "
+                  "confirmed): the download will probably fail with HTTP 404.",
         ),
     ]
 }

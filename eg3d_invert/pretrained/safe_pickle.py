@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, UnsafeCheckpointError, first_line
 
 
 @dataclass
@@ -154,6 +156,57 @@ def _plain_class(module: str, name: str) -> type:
     return type(name, (_PlainObject,), {"_official_module": module, "_official_name": name})
 
 
+def load_failure(path: object, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """The error for a failed ``torch.load(..., weights_only=True)`` of ``path``.
+
+    A file the weights-only loader refused gives an :class:`UnsafeCheckpointError` naming the
+    global it asked for (torch's own message advises ``weights_only=False``, i.e. running the
+    file's code, which we never do); anything else is an unreadable file.
+    """
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
+            return UnsafeCheckpointError(f"{path}: refusing to load the {what}: it references the global "
+                                         f"'{found.group(1)}', which is not among the tensors and settings it "
+                                         f"needs (it could run code)")
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        return CheckpointError(f"{path}: not a readable {what} (the weights-only reader stopped: "
+                               f"{detail.group(1).strip() if detail else 'unsupported content'})")
+    return CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: {first_line(exc)})")
+
+
+class _BoundedReader(io.RawIOBase):
+    """A file that refuses reads past its end before they happen: a pickle can declare a frame
+    or a string of any length, and the unpickler would allocate that much before noticing."""
+
+    def __init__(self, f, size: int):
+        super().__init__()
+        self._f, self._left = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._left
+        if n > self._left:
+            raise pickle.UnpicklingError(f"the file declares {n} more bytes where {self._left} remain")
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._f.readline(self._left if size is None or size < 0 else min(size, self._left))
+        self._left -= len(line)
+        return line
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, path: str, map_location):
         super().__init__(file)
@@ -166,9 +219,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise UnsafeCheckpointError(f"{self._path}: malformed tensor storage")
         try:
             return torch.load(io.BytesIO(bytes(payload)), map_location=self._map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            raise UnsafeCheckpointError(f"{self._path}: a tensor storage was refused by torch's weights-only "
-                                        f"loader ({str(exc).splitlines()[0]})") from None
+        except Exception as exc:  # noqa: BLE001 - refused or unreadable, reported either way
+            raise load_failure(self._path, exc, "checkpoint's tensor storage") from None
 
     def find_class(self, module: str, name: str):
         allowed = {
@@ -219,13 +271,12 @@ def load_snapshot(path: str | Path, map_location: str | torch.device = "cpu") ->
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            obj = _RestrictedUnpickler(f, str(path), map_location).load()
+            obj = _RestrictedUnpickler(_BoundedReader(f, os.fstat(f.fileno()).st_size), str(path), map_location).load()
     except (UnsafeCheckpointError, CheckpointError):
         raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any failure (OverflowError, ...) is unreadable
         raise CheckpointError(f"{path}: not a readable EG3D checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
     obj = _to_record(obj)

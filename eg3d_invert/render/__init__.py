@@ -12,15 +12,15 @@ Angles are geometric degrees (yaw positive toward the subject's left, pitch posi
 geometry is in EG3D's world frame (+y up, face toward +z) and world units.
 """
 
-from .depth import DepthMaps, colorize_depth, march_depth, render_depth
-from .mesh import EmptyMeshError, chamfer_distance, extract_mesh, save_mesh
+from .depth import DepthMaps, colorize_depth, render_depth
+from .mesh import EmptyMeshError, extract_mesh, save_mesh
 from .scene import Scene
 from .video import VideoInfo, render_orbit_video
 from .views import ViewSet, image_grid, render_view, render_views
 
 __all__ = [
     "Scene", "ViewSet", "render_views", "render_view", "image_grid",
-    "DepthMaps", "render_depth", "march_depth", "colorize_depth",
+    "DepthMaps", "render_depth", "colorize_depth",
     "VideoInfo", "render_orbit_video",
-    "extract_mesh", "save_mesh", "chamfer_distance", "EmptyMeshError",
+    "extract_mesh", "save_mesh", "EmptyMeshError",
 ]

@@ -7,11 +7,11 @@ official renderer it is clamped to the range of the sample depths of the call. B
 normalised by the total weight, rays that hit almost nothing still get a depth; that is what the
 opacity is for.
 
-**Opacity** is the accumulated alpha ``sum_k w_k`` in ``[0, 1]`` (1 = the ray was stopped). The
-generator does not return it, so :func:`march_depth` runs the official sampler density-only
-(same coarse + importance samples, same compositing weights, no colour head): for
-``deterministic=True`` its depth equals ``G.render(...)['image_depth']`` to float precision
-(tested), and the opacity is exactly the renderer's.
+**Opacity** is the accumulated alpha ``sum_k w_k`` in ``[0, 1]`` (1 = the ray was stopped), which
+the generator's ray marcher returns with every render (``image_opacity``; the official renderer
+computes it and drops it). Depth and opacity therefore come with the views for free
+(:meth:`ViewSet.depth_maps <eg3d_invert.render.views.ViewSet.depth_maps>`); :func:`render_depth`
+renders them alone, skipping the super-resolution.
 
 **Colour mapping** (:func:`colorize_depth`): ``t = (far - depth) / (far - near)`` clipped to
 ``[0, 1]`` through matplotlib's ``inferno`` (perceptually uniform, lightness increasing), so
@@ -32,68 +32,11 @@ import PIL.Image
 import torch
 
 from .._io import atomic_path
-from ..generator import rendering
 from .scene import Scene, angle_pairs, resolve_focal
-from .views import DEFAULT_PITCHES, DEFAULT_YAWS, Progress, save_png, view_stem
+from .views import DEFAULT_PITCHES, DEFAULT_YAWS, Progress, ViewSet, render_batches, save_png, view_stem
 
 #: Opacity above which a pixel counts as foreground.
 DEFAULT_OPACITY_THRESHOLD = 0.5
-
-
-def march_depth(scene: Scene, labels: torch.Tensor, *, resolution: int | None = None, deterministic: bool = True,
-                sample_mult: float = 2, generator: torch.Generator | None = None,
-                max_points_per_chunk: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
-    """Expected depth and opacity of every pixel ray, without colours or super-resolution.
-
-    Args:
-        labels: camera labels ``(B, 25)``.
-        resolution: ray grid size ``r`` (default the generator's neural rendering resolution).
-        deterministic, sample_mult, generator: as :meth:`TriPlaneGenerator.render`.
-    Returns:
-        ``depth (B, r, r)`` float32 (distance along the unit ray, clamped to the sample range of
-        the call, as officially) and ``opacity (B, r, r)`` float32 in ``[0, 1]``.
-    """
-    G = scene.generator
-    rk = G.rendering_kwargs
-    if labels.ndim != 2 or labels.shape[1] < 25:
-        raise ValueError(f"labels must be (B, 25), got {tuple(labels.shape)}")
-    res = int(resolution or G.neural_rendering_resolution)
-    n_coarse = int(rk["depth_resolution"] * sample_mult)
-    n_fine = int(rk["depth_resolution_importance"] * sample_mult)
-    clamp_mode = rk.get("clamp_mode", "softplus")
-    labels = labels.to(device=scene.device, dtype=torch.float32)
-    origins, dirs = rendering.generate_rays(labels[:, :16].reshape(-1, 4, 4), labels[:, 16:25].reshape(-1, 3, 3), res)
-    bsz, n_rays = origins.shape[:2]
-    chunk = max(1, max_points_per_chunk // (n_coarse + n_fine) // bsz)
-
-    def density(o, d, t):
-        pts = (o.unsqueeze(-2) + t.unsqueeze(-1) * d.unsqueeze(-2)).reshape(1, -1, 3)
-        sigma = G.sample_planes(scene.planes, pts, need_rgb=False)["sigma"]
-        return sigma.reshape(t.shape)
-
-    depths, alphas, lo, hi = [], [], [], []
-    with torch.no_grad():
-        for s in range(0, n_rays, chunk):
-            o, d = origins[:, s:s + chunk], dirs[:, s:s + chunk]
-            t = rendering.stratified_depths(o, d, rk["ray_start"], rk["ray_end"], n_coarse, box_warp=rk["box_warp"],
-                                            disparity_space=rk.get("disparity_space_sampling", False),
-                                            deterministic=deterministic, generator=generator)
-            sigma = density(o, d, t)
-            if n_fine > 0:
-                w = rendering.interval_weights(sigma, t, clamp_mode)
-                t_fine = rendering.importance_depths(t, w, n_fine, deterministic=deterministic, generator=generator)
-                t = torch.cat([t, t_fine], -1)
-                sigma = torch.cat([sigma, density(o, d, t_fine)], -1)
-                t, order = torch.sort(t, dim=-1)
-                sigma = torch.gather(sigma, -1, order)
-            w = rendering.interval_weights(sigma, t, clamp_mode)
-            depths.append(rendering.composite_depth(w, t))
-            alphas.append(w.sum(-1))
-            lo.append(t.min())
-            hi.append(t.max())
-    depth = torch.clamp(torch.cat(depths, 1), torch.stack(lo).min(), torch.stack(hi).max())
-    opacity = torch.cat(alphas, 1).clamp(0, 1)
-    return depth.reshape(bsz, res, res), opacity.reshape(bsz, res, res)
 
 
 def depth_range(depth: np.ndarray, mask: np.ndarray | None = None,
@@ -145,6 +88,11 @@ class DepthMaps:
     opacity: np.ndarray
     yaws: np.ndarray
     pitches: np.ndarray
+
+    @classmethod
+    def from_views(cls, views: ViewSet) -> "DepthMaps":
+        """The depth and opacity that came with rendered views (no rendering)."""
+        return cls(views.depth, views.opacity, views.yaws, views.pitches)
 
     def __len__(self) -> int:
         return self.depth.shape[0]
@@ -201,23 +149,19 @@ def render_depth(scene: Scene, yaws=DEFAULT_YAWS, pitches=DEFAULT_PITCHES, *, re
                  progress: Progress | None = None) -> DepthMaps:
     """Depth and opacity maps from every ``(yaw, pitch)`` pair (degrees, broadcast).
 
-    Arguments as :func:`eg3d_invert.render.views.render_views`; no super-resolution is run, so
-    this costs a density-only pass at the neural rendering resolution.
+    Arguments as :func:`eg3d_invert.render.views.render_views`; the super-resolution is skipped,
+    so this costs the ray marching at the neural rendering resolution only. Views rendered with
+    the same arguments carry the same maps (:meth:`ViewSet.depth_maps`).
     """
     yaw, pitch = angle_pairs(yaws, pitches)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
     labels = scene.cameras(yaw, pitch, focal=resolve_focal(focal, fov_deg)).label
     depth, alpha = [], []
-    for start in range(0, len(yaw), batch_size):
-        d, a = march_depth(scene, labels[start:start + batch_size], resolution=resolution,
-                           deterministic=deterministic, sample_mult=sample_mult, generator=generator)
-        depth.append(d.cpu().numpy())
-        alpha.append(a.cpu().numpy())
-        if progress is not None:
-            progress(min(start + batch_size, len(yaw)), len(yaw))
-    return DepthMaps(np.concatenate(depth).astype(np.float32), np.concatenate(alpha).astype(np.float32), yaw, pitch)
+    for _, out in render_batches(scene, labels, resolution=resolution, deterministic=deterministic,
+                                 sample_mult=sample_mult, batch_size=batch_size, generator=generator,
+                                 run_superresolution=False, progress=progress):
+        depth.append(out["image_depth"][:, 0].float().cpu().numpy())
+        alpha.append(out["image_opacity"][:, 0].float().cpu().numpy())
+    return DepthMaps(np.concatenate(depth), np.concatenate(alpha), yaw, pitch)
 
 
-__all__ = ["DepthMaps", "render_depth", "march_depth", "colorize_depth", "depth_range", "save_npy",
-           "DEFAULT_OPACITY_THRESHOLD"]
+__all__ = ["DepthMaps", "render_depth", "colorize_depth", "depth_range", "save_npy", "DEFAULT_OPACITY_THRESHOLD"]

@@ -15,12 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..camera import FFHQ_FOCAL, Camera, fov_to_focal
+from ..camera import FFHQ_FOCAL, OFFICIAL_DEFAULT_PIVOT, OFFICIAL_DEFAULT_RADIUS, Camera, camera_sphere, fov_to_focal
 from ..generator import TriPlaneGenerator
-
-#: The camera-path defaults of the official scripts when a checkpoint does not name them.
-_DEFAULT_PIVOT = (0.0, 0.0, 0.0)
-_DEFAULT_RADIUS = 2.7
+from ..options import check_view_angles
 
 
 @dataclass(frozen=True, eq=False)  # holds tensors: identity semantics
@@ -32,16 +29,16 @@ class Scene:
         planes: ``(1, 3, 32, 256, 256)`` float32 tri-plane features (``G.planes(ws)``).
         ws: ``(1, num_ws, w_dim)`` float32; the super-resolution uses its last ``w``.
         lookat: the point cameras look at, world units (EG3D frame: +y up, face toward +z).
-            Defaults to the checkpoint's ``avg_camera_pivot`` ((0, 0, 0.2) for FFHQ).
-        radius: camera distance from the **world origin** (the official sampler's convention),
-            default the checkpoint's ``avg_camera_radius`` (2.7).
+        radius: camera distance from the **world origin** (the official sampler's convention).
+            :meth:`from_ws` takes both from the checkpoint
+            (:func:`~eg3d_invert.camera.camera_sphere`: (0, 0, 0.2) and 2.7 for FFHQ).
     """
 
     generator: TriPlaneGenerator
     planes: torch.Tensor
     ws: torch.Tensor
-    lookat: tuple[float, float, float] = _DEFAULT_PIVOT
-    radius: float = _DEFAULT_RADIUS
+    lookat: tuple[float, float, float] = OFFICIAL_DEFAULT_PIVOT
+    radius: float = OFFICIAL_DEFAULT_RADIUS
 
     def __post_init__(self):
         if self.planes.ndim != 5 or self.planes.shape[0] != 1 or self.planes.shape[1] != 3:
@@ -64,10 +61,9 @@ class Scene:
             ws = ws[None]
         with torch.no_grad():
             planes = generator.planes(ws, noise_mode=noise_mode)
-        rk = generator.rendering_kwargs
-        pivot = tuple(float(v) for v in (lookat if lookat is not None else rk.get("avg_camera_pivot", _DEFAULT_PIVOT)))
-        rad = float(radius if radius is not None else rk.get("avg_camera_radius", _DEFAULT_RADIUS))
-        return cls(generator, planes, ws, pivot, rad)
+        pivot, rad = camera_sphere(generator)
+        pivot = tuple(float(v) for v in lookat) if lookat is not None else pivot
+        return cls(generator, planes, ws, pivot, float(radius) if radius is not None else rad)
 
     @property
     def device(self) -> torch.device:
@@ -108,15 +104,13 @@ def resolve_focal(focal: float | None, fov_deg: float | None) -> float:
 
 
 def angle_pairs(yaws, pitches) -> tuple[np.ndarray, np.ndarray]:
-    """Broadcast yaw and pitch (degrees) to two equal-length float64 arrays ``(B,)``."""
+    """Broadcast yaw and pitch (degrees; yaw in [-180, 180], pitch in (-90, 90)) to two equal-length
+    float64 arrays ``(B,)``."""
     yaw, pitch = np.broadcast_arrays(np.atleast_1d(np.asarray(yaws, dtype=np.float64)),
                                      np.atleast_1d(np.asarray(pitches, dtype=np.float64)))
     if yaw.ndim != 1 or yaw.size == 0:
         raise ValueError(f"yaws and pitches must broadcast to a non-empty 1-D list, got shape {yaw.shape}")
-    if not (np.isfinite(yaw).all() and np.isfinite(pitch).all()):
-        raise ValueError("angles must be finite")
-    if np.abs(pitch).max() >= 90:
-        raise ValueError(f"pitch must be in (-90, 90) degrees, got {pitch.tolist()}")
+    check_view_angles(yaw.tolist(), pitch.tolist())  # a ConfigError, which is a ValueError
     return yaw.copy(), pitch.copy()
 
 

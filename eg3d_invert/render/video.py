@@ -33,13 +33,11 @@ import torch
 
 from .._io import atomic_path
 from ..camera import intrinsics_matrix, make_label, orbit_poses
+from ..options import DEFAULT_FPS, DEFAULT_FRAMES
 from .depth import colorize_depth, depth_range
 from .scene import Scene, resolve_focal
 from .views import Progress, render_batches, tensor_to_pil
 
-#: ``gen_videos.py`` defaults: frames per keyframe (one keyframe for one subject) and frame rate.
-DEFAULT_FRAMES = 120
-DEFAULT_FPS = 60
 
 
 @dataclass(frozen=True)

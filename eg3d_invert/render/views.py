@@ -28,15 +28,12 @@ import PIL.ImageFont
 import torch
 
 from .._io import atomic_path
+from ..options import DEFAULT_PITCHES, DEFAULT_YAWS
 from .scene import Scene, angle_pairs, resolve_focal
 
 #: A progress callback: ``progress(done, total)`` after every batch.
 Progress = Callable[[int, int], None]
 
-#: Views rendered when the caller gives none: a turntable from the right to the left profile
-#: side at eye level, within the pose range FFHQ covers well.
-DEFAULT_YAWS = (-30.0, -15.0, 0.0, 15.0, 30.0)
-DEFAULT_PITCHES = (0.0,)
 
 
 def tensor_to_pil(images: torch.Tensor) -> list[PIL.Image.Image]:
@@ -114,12 +111,15 @@ class ViewSet:
         yaws, pitches: ``(B,)`` float64, geometric degrees.
         depth: ``(B, r, r)`` float32 expected distance along each unit ray (world units, the
             official ``image_depth``) at the neural rendering resolution ``r``; free with the render.
+        opacity: ``(B, r, r)`` float32 accumulated alpha in ``[0, 1]``, also free with the render
+            (:meth:`DepthMaps.from_views <eg3d_invert.render.depth.DepthMaps.from_views>`).
     """
 
     images: tuple[PIL.Image.Image, ...]
     yaws: np.ndarray
     pitches: np.ndarray
     depth: np.ndarray
+    opacity: np.ndarray
 
     def __len__(self) -> int:
         return len(self.images)
@@ -201,13 +201,14 @@ def render_views(scene: Scene, yaws=DEFAULT_YAWS, pitches=DEFAULT_PITCHES, *, re
     """
     yaw, pitch = angle_pairs(yaws, pitches)
     labels = scene.cameras(yaw, pitch, focal=resolve_focal(focal, fov_deg)).label
-    images, depths = [], []
+    images, depths, alphas = [], [], []
     for _, out in render_batches(scene, labels, resolution=resolution, deterministic=deterministic,
                                  sample_mult=sample_mult, batch_size=batch_size, generator=generator,
                                  progress=progress):
         images.extend(tensor_to_pil(out["image"]))
         depths.append(out["image_depth"][:, 0].float().cpu().numpy())
-    return ViewSet(tuple(images), yaw, pitch, np.concatenate(depths))
+        alphas.append(out["image_opacity"][:, 0].float().cpu().numpy())
+    return ViewSet(tuple(images), yaw, pitch, np.concatenate(depths), np.concatenate(alphas))
 
 
 def render_view(scene: Scene, yaw: float = 0.0, pitch: float = 0.0, **kwargs) -> PIL.Image.Image:

@@ -34,15 +34,13 @@ import PIL.Image
 import torch
 
 from ..errors import ConfigError
-from ..render import Scene, colorize_depth, march_depth
+from ..options import MAX_PITCH_DEG, MAX_YAW_DEG
+from ..render import Scene, colorize_depth
 from ..render.depth import DEFAULT_OPACITY_THRESHOLD
 from ..render.views import tensor_to_pil
 
 KINDS = ("image", "depth", "raw")
 QUALITIES = ("preview", "full")
-#: Yaw is accepted within one turn either way; pitch strictly inside the poles.
-MAX_YAW = 180.0
-MAX_PITCH = 89.0
 
 
 @dataclass(frozen=True)
@@ -56,10 +54,15 @@ class FrameSpec:
     quality: str = "full"
 
     def __post_init__(self):
-        for name, limit in (("yaw", MAX_YAW), ("pitch", MAX_PITCH)):
+        # The ranges of the rest of the tool (eg3d_invert.options): yaw in [-180, 180], pitch
+        # strictly inside (-90, 90), where the camera's up direction is still defined.
+        for name, limit, inclusive in (("yaw", MAX_YAW_DEG, True), ("pitch", MAX_PITCH_DEG, False)):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or abs(v) > limit:
-                raise ConfigError(f"{name} must be a number of degrees within ±{limit:g}, got {v!r}")
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and (abs(v) <= limit if inclusive else abs(v) < limit)
+            if not ok:
+                bounds = f"[-{limit:g}, {limit:g}]" if inclusive else f"(-{limit:g}, {limit:g})"
+                raise ConfigError(f"{name} must be a number of degrees within {bounds}, got {v!r}")
             object.__setattr__(self, name, float(v))
         if self.kind not in KINDS:
             raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
@@ -145,14 +148,15 @@ def render_frame(scene: Scene, spec: FrameSpec, settings: LiveSettings) -> PIL.I
     preview = spec.quality == "preview"
     resolution = settings.preview_resolution if preview else None
     mult = settings.preview_sample_mult(G) if preview else settings.full_sample_mult
-    if spec.kind == "depth":
-        depth, opacity = march_depth(scene, label, resolution=resolution, sample_mult=mult, deterministic=True)
-        rgb = colorize_depth(depth[0].cpu().numpy(), opacity[0].cpu().numpy() >= DEFAULT_OPACITY_THRESHOLD)
-        return PIL.Image.fromarray(rgb, "RGB")
     final = spec.kind == "image" and not preview
     with torch.no_grad():
         out = G.render(scene.planes, label, scene.ws, neural_rendering_resolution=resolution, deterministic=True,
                        sample_mult=mult, run_superresolution=final)
+    if spec.kind == "depth":
+        # Depth and opacity come with every render of the ray marcher (no separate pass).
+        rgb = colorize_depth(out["image_depth"][0, 0].float().cpu().numpy(),
+                             out["image_opacity"][0, 0].float().cpu().numpy() >= DEFAULT_OPACITY_THRESHOLD)
+        return PIL.Image.fromarray(rgb, "RGB")
     return tensor_to_pil(out["image" if final else "image_raw"])[0]
 
 

@@ -31,6 +31,7 @@ from .._io import write_json_atomic
 from ..errors import CheckpointError, ConfigError, Eg3dInvertError
 from ..render import Scene, extract_mesh
 from ..render.views import save_png
+from ..result_folder import ALIGNED_PNG
 from .editing import Edit, SefaDirections, apply_edit, cached_sefa_directions, coarse_rows, style_affines
 from .frames import FrameSpec, LiveSettings, coarse_edit_scene, coarse_skip, render_frame
 
@@ -97,7 +98,7 @@ class ResultSession:
                             "eigenvalue": round(float(self.directions.eigenvalues[k]), 6)}
                            for k in range(len(self.directions))],
             "saved_mesh": next((name for name in MESH_FILES if (self.directory / name).is_file()), None),
-            "thumbnail": f"/files/{self.id}/aligned.png",
+            "thumbnail": f"/files/{self.id}/{ALIGNED_PNG}",
         }
 
     # --- latents and scenes ---------------------------------------------------------------------

@@ -31,6 +31,15 @@ def test_a_taken_port_is_a_one_line_error(result_dirs, tmp_path):
     assert "Traceback" not in out.output and "loading" not in out.output  # refused before loading anything
 
 
+def test_a_missing_device_is_a_usage_error_before_anything_is_loaded(result_dirs):
+    # As for invert and render: checked before the port is taken or a result is loaded.
+    out = CliRunner().invoke(app, ["view", str(result_dirs["grace"]), "--no-browser", "--port", "0",
+                                   "--device", "cuda:999"])
+    assert out.exit_code == 2, out.output
+    assert "'cuda:999' is not available on this machine (available: cpu" in " ".join(out.output.split())
+    assert "Traceback" not in out.output and "loading" not in out.output
+
+
 def test_not_a_result_is_a_one_line_error(tmp_path):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "report.json").write_text("{}")

@@ -85,6 +85,8 @@ def test_full_frames_are_the_results_own_renders(server, results):
     assert raw.shape == (32, 32, 3)
     depth = render(server, result="astronaut", yaw=20, pitch=5, kind="depth", quality="full")
     assert depth.shape == (32, 32, 3) and not np.array_equal(depth, raw)
+    # The depth the ray marcher returns with the render, coloured as the library colours it.
+    np.testing.assert_array_equal(depth, np.asarray(result.depth_maps([20], [5], sample_mult=1.0).colorize()[0]))
 
 
 def test_previews_are_small_deterministic_and_follow_the_camera(server):

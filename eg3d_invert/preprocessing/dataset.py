@@ -1,4 +1,4 @@
-"""Aligning many photos into one EG3D-ready folder (used by ``eg3d-invert align``).
+"""Aligning many photos into one EG3D dataset folder (used by ``eg3d-invert align``).
 
 For each photo ``NAME.png`` (the 512x512 crop) and ``NAME.json`` (:meth:`AlignedFace.to_dict`
 plus the crop's file name) are written, optionally ``previews/NAME.jpg``, and the folder's
@@ -10,65 +10,27 @@ overwritten; a photo that fails is reported and the batch goes on.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from .._io import atomic_path, write_json_atomic
-from ..errors import Eg3dInvertError
+from .._io import atomic_path, ensure_writable_dir, remove_temporaries, unique_name, write_json_atomic
+from ..errors import Eg3dInvertError, OutputError, failure_message
 from .aligner import AlignedFace, Aligner
 
-#: File suffixes picked up when a folder is given (case-insensitive). Files named explicitly are
-#: tried whatever their suffix.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DATASET_JSON = "dataset.json"
 PREVIEW_DIR = "previews"
 
 
-def collect_photos(inputs: Iterable[os.PathLike | str], exclude: Iterable[os.PathLike | str] = ()) -> list[Path]:
-    """Photos to process: files as given, folders recursed (sorted), duplicates dropped.
-
-    Paths that do not exist are kept, so that they are reported as failures. Folders in
-    ``exclude`` (e.g. the output folder) are not recursed into.
-    """
-    skip = {Path(p).resolve() for p in exclude}
-    found: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(p: Path) -> None:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            found.append(p)
-
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            if path.resolve() in skip:
-                continue
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if (Path(root) / d).resolve() not in skip and not d.startswith("."))
-                for f in sorted(files):
-                    if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith("."):
-                        add(Path(root) / f)
-        else:
-            add(path)
-    return found
-
-
 def unique_names(paths: Iterable[Path]) -> list[str]:
-    """Output stems: the photo's stem, with ``_2``, ``_3``, ... when two photos share one."""
+    """Output stems: the photo's stem, with ``_2``, ``_3``, ... when two photos share one
+    (case-insensitively, for case-insensitive file systems)."""
     names: list[str] = []
     used: set[str] = set()
     for p in paths:
-        stem = Path(p).stem or "photo"
-        name, k = stem, 1
-        while name.lower() in used:
-            k += 1
-            name = f"{stem}_{k}"
+        name = unique_name(Path(p).stem or "photo", lambda n: n.lower() in used)
         used.add(name.lower())
         names.append(name)
     return names
@@ -132,11 +94,15 @@ def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index
     Expected errors (unreadable photo, no face, ...) become ``BatchResult.error``; any other
     exception also does (message prefixed "internal error"), so one photo never stops the batch.
     Call :func:`write_dataset` afterwards with the results.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written (checked before the first photo).
     """
     from PIL import Image
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)
+    for folder in (out_dir, out_dir / PREVIEW_DIR):
+        remove_temporaries(folder, recursive=False)  # what a killed run left
     inputs = {p.resolve() for p in paths}
     for path, name in zip(paths, unique_names(paths)):
         result = BatchResult(path, name)
@@ -164,18 +130,11 @@ def iter_align(paths: list[Path], out_dir: Path, aligner: Aligner, *, face_index
                 if not _same_file(target, inputs):
                     with atomic_path(target, suffix=".jpg") as tmp:
                         Image.fromarray(preview_image(image, written)).save(tmp, format="JPEG", quality=90)
-        except Eg3dInvertError as exc:
-            result.error, result.exception = _one_line(exc), exc
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - one bad photo must not stop the batch
-            result.error = f"{path}: internal error: {type(exc).__name__}: {_one_line(exc)}"
-            result.exception = exc
+            result.error, result.exception = failure_message(exc, path), exc
         yield result
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_dataset(out_dir: Path, results: Iterable[BatchResult]) -> Path:
@@ -198,5 +157,8 @@ def write_dataset(out_dir: Path, results: Iterable[BatchResult]) -> Path:
     for r in results:
         for face, fname in zip(r.faces, r.files):
             labels[fname] = [float(v) for v in face.label]
-    write_json_atomic(path, {"labels": [[k, v] for k, v in sorted(labels.items())]})
+    try:
+        write_json_atomic(path, {"labels": [[k, v] for k, v in sorted(labels.items())]})
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the dataset file: {exc.strerror or exc}") from None
     return path

@@ -15,6 +15,10 @@ here from its description:
    warm-up and a 25 % cosine ramp-down to zero from the peak 0.01. The noise maps are
    re-normalised to zero mean and unit variance after every step.
 
+Not in the official projector (off in its preset): the first ``coarse_steps`` steps compare the
+raw neural render at a lower resolution, without super-resolution, with the photo downsampled
+to it (:class:`ProjectionSettings`); the schedules of lr and latent noise run over all steps.
+
 The result is a :class:`~eg3d_invert.inversion.results.Pivot`. The optimised noise maps are kept
 in it (the official code throws them away; :class:`TuningSettings.use_pivot_noise` decides
 whether tuning starts from them).
@@ -29,13 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..camera import camera_sphere
 from ..errors import InterruptedRun
 from ._common import (ProgressCallback, as_label, check_finite, frontal_label, log_step, noise_buffer_names,
                       prepare_image, seeded_generator, set_buffer)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips, noise_regularization
 from .results import Pivot
-from .settings import ProjectionSettings
+from .settings import ProjectionSettings, coarse_resolution
 
 
 def learning_rate_at(step: int, num_steps: int, peak: float, rampup: float, rampdown: float) -> float:
@@ -118,6 +123,11 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
     if lpips_model is None:
         lpips_model = load_lpips(settings.lpips_net, device=dev)
     distance = PerceptualDistance(lpips_model, target, settings.loss_resolution)
+    coarse = None
+    if settings.coarse_steps:
+        res = coarse_resolution(settings, G.neural_rendering_resolution)
+        small = F.interpolate(target, size=(res, res), mode="area")
+        coarse = {"resolution": res, "target": small, "distance": PerceptualDistance(lpips_model, small, None)}
     gen = seeded_generator(settings.seed, dev)
     cond = frontal_label(G, dev)
     w_avg, w_std = w_statistics(G, settings.w_avg_samples, settings.w_avg_seed, cond)
@@ -133,9 +143,8 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
 
     correction = None
     if settings.camera.enabled:
-        pivot_point = G.rendering_kwargs.get("avg_camera_pivot", (0.0, 0.0, 0.2))
         correction = CameraCorrection(settings.camera.rotation_sigma_deg, settings.camera.translation_sigma,
-                                      pivot_point).to(dev)
+                                      camera_sphere(G)[0]).to(dev)
 
     num_steps, num_ws = settings.num_steps, G.num_ws
     history: list[dict[str, float]] = []
@@ -157,7 +166,7 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
                      noise={k: v.detach().clone().cpu() for k, v in noise.items()} or None,
                      settings=settings.to_dict(), history=list(history), steps=state["step"], stop_reason=reason,
                      camera_correction=correction.summary() if correction is not None else None,
-                     source=getattr(G, "checkpoint_path", None))
+                     source=G.checkpoint_path)
 
     stop_reason = "completed"
     try:
@@ -172,13 +181,19 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
             if settings.space == "w":
                 ws = ws.repeat(1, num_ws, 1)
             c = correction(label) if correction is not None else label
-            img = G_work.synthesis(ws, c, noise_mode="const", sample_mult=settings.sample_mult,
-                                   deterministic=settings.deterministic_render, generator=gen)["image"]
-            lp = distance(img).sum()
+            if coarse is not None and step < settings.coarse_steps:
+                img = G_work.synthesis(ws, c, coarse["resolution"], noise_mode="const",
+                                       sample_mult=settings.coarse_sample_mult, deterministic=settings.deterministic_render,
+                                       generator=gen, run_superresolution=False)["image_raw"]
+                goal, lp = coarse["target"], coarse["distance"](img).sum()
+            else:
+                img = G_work.synthesis(ws, c, noise_mode="const", sample_mult=settings.sample_mult,
+                                       deterministic=settings.deterministic_render, generator=gen)["image"]
+                goal, lp = target, distance(img).sum()
             loss = lp
             parts = {"lpips": float(lp.detach())}
             if settings.l2_weight > 0:
-                l2 = F.mse_loss(img, target)
+                l2 = F.mse_loss(img, goal)
                 loss = loss + settings.l2_weight * l2
                 parts["l2"] = float(l2.detach())
             if noise:
