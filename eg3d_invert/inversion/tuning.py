@@ -30,6 +30,7 @@ from ._common import (Progress, ProgressCallback, as_label, check_finite, fronta
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips
 from .results import Pivot, TuningResult
+from ..generator.planes import release_scratch
 from .settings import TuningSettings, coarse_resolution
 
 
@@ -184,6 +185,8 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
                              f"the generator so far is available as the error's .partial")
         err.partial = partial
         raise err from None
+    finally:
+        release_scratch()  # the plane lookup's backward buffer (generator.planes)
     G_tuned.requires_grad_(False)
     for p in G_tuned.parameters():
         p.grad = None
