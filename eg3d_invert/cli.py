@@ -647,7 +647,7 @@ def invert_command(
                                      "re-render those whose inversion is (default), or redo everything."),
     estimate: bool = typer.Option(True, "--estimate/--no-estimate",
                                   help="Print the expected time per photo before starting (measures a few steps, "
-                                       "~30 s on a CPU for the full model, unless a photo with the same settings "
+                                       "about a minute on a CPU for the full model, unless a photo with the same settings "
                                        "finished before)."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),

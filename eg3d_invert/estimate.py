@@ -6,7 +6,7 @@ seconds per step; the renders are views + video frames x one render, and the mes
 query. :func:`estimate_photo_time` measures those unit costs on the real generator, on this
 device, with the real settings: two steps of each kind of projection and tuning step the
 schedule uses (the first is the warm-up, the second is timed), two renders and a small density
-lattice. On the full ffhq512-128 configuration on a 2-core CPU that costs about half a minute,
+lattice. On the full ffhq512-128 configuration on a 2-core CPU that costs about a minute,
 so the figure is remembered: the next estimate for the same device, threads, generator and
 settings reuses the last *finished photo's* actual stage times (:func:`record_photo_time`),
 which are better than any probe.
@@ -202,10 +202,12 @@ def _probe(inverter, options: RenderOptions | None) -> TimeEstimate:
         render_views(scene, 0.0, 0.0, sample_mult=mult, deterministic=True, batch_size=1)
         return time.perf_counter() - t0
 
-    # finalize = one render at the tuning's sampling + LPIPS + identity (~0.3 s)
-    stages["finalize"] = one_render(tun.sample_mult) + 0.3
+    view = one_render(options.sample_mult if options is not None else tun.sample_mult)
+    # finalize = one render at the tuning's depth sampling + LPIPS + identity (~0.3 s); the
+    # render's cost is taken as proportional to the depth samples (what dominates it)
+    mult = options.sample_mult if options is not None else tun.sample_mult
+    stages["finalize"] = view * tun.sample_mult / mult + 0.3
     if options is not None:
-        view = one_render(options.sample_mult) if (options.yaws or options.video) else 0.0
         if options.yaws:
             stages["views"] = view * len(options.yaws) + 0.2 * (len(options.yaws) + 1)  # + identity per view
             if options.depth:
