@@ -757,6 +757,76 @@ def render_command(
                   f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written)
 
 
+# --- view: look at results and edit them in the browser ----------------------------------------------
+
+
+@app.command("view")
+def view_command(
+    results: list[Path] = typer.Argument(..., metavar="RESULT_DIR...",
+                                         help="Result folders (OUT/NAME) or batch output folders (OUT)."),
+    port: int = typer.Option(None, "--port", min=0, max=65535,
+                             help="Port on 127.0.0.1 (default 8765, or any free one if it is taken; 0: any free "
+                                  "one)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Only print the URL; do not open a browser."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, ..."),
+    base: str = typer.Option(None, "--base", help="Base checkpoint of tuned.safetensors if it is no longer where "
+                                                 "report.json says (path or registry name)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors, and the access log."),
+) -> None:
+    """Look at results in the browser: turn the head live, see its mesh in 3D, edit its latent.
+
+    Serves a page on 127.0.0.1 only (other machines cannot connect) until Ctrl-C, and prints its
+    URL on stdout. Save in the page writes into RESULT_DIR/edits/ and never changes the result's
+    own files. Exit codes: 0 stopped with Ctrl-C (the normal way to stop a server, so not 130),
+    1 a result could not be loaded or the port is taken, 2 usage error.
+    """
+    from .batch import find_results
+    from .errors import ConfigError
+    from .viewer import serve
+    from .viewer.server import DEFAULT_PORT, PortError
+
+    _check_device(device)  # before the port is taken and anything is loaded
+    dirs = find_results(results)
+    if not dirs:
+        raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
+
+    def start(p: int):
+        return serve(dirs, port=p, device=device, base=base, debug=debug,
+                     on_load=lambda d: err_console.print(f"loading {d}", highlight=False))
+
+    try:
+        try:
+            server = start(DEFAULT_PORT if port is None else port)
+        except PortError:
+            if port is not None:
+                raise
+            server = start(0)  # the default port is taken: any free one will do
+    except ConfigError as exc:
+        if debug:
+            raise
+        raise fail(str(exc), code=EXIT_USAGE) from None
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
+    for warning in server.viewer.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    typer.echo(server.url)
+    sys.stdout.flush()  # scripts read the URL while the server runs
+    err_console.print(f"viewing {len(dirs)} result{'s' if len(dirs) > 1 else ''} at {server.url} "
+                      f"(127.0.0.1 only); Ctrl-C stops", highlight=False)
+    if not no_browser:
+        server.open_browser()
+    try:
+        while not server.wait(0.5):  # short waits: Ctrl-C reaches the main thread
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    err_console.print("stopped", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])

@@ -64,7 +64,8 @@ def photos(tmp_path_factory):
 def invoke(*args):
     args = [str(a) for a in args]
     # The time estimate's probe (a few steps) is tested once, below; elsewhere it only costs time.
-    if args and args[0] not in ("align", "render", "models", "view") and "--help" not in args \
+    # Only the invert command has --no-estimate: not the other commands, nor the root's --version.
+    if args and args[0] not in ("align", "render", "models", "info", "view", "--version") and "--help" not in args \
             and not any(a.endswith("estimate") for a in args):
         args.append("--no-estimate")
     return CliRunner().invoke(app, args)
