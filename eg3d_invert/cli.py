@@ -574,7 +574,7 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
 
 _PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PRESETS['official'].num_steps} W steps + "
                 f"PTI {TUNING_PRESETS['official'].num_steps} steps) or fast (ours, coarse to fine: "
-                f"{describe_preset('fast')}; about 1/6.7 of the official time on a CPU, quality in the README).")
+                f"{describe_preset('fast')}; about 1/6.4 of the official time on a CPU, quality in the README).")
 
 
 def _estimate(inverter, options: RenderOptions, preset: str, debug: bool):
