@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,12 +243,6 @@ def estimate_photo_time(inverter, options: RenderOptions | None = None, *, use_c
                 pass
     with torch.random.fork_rng(devices=[]):  # the probe must not move the global RNG a real run may use
         return _probe(inverter, options)
-
-
-def threads_note() -> str:
-    """``'cpu, 2 threads'``-style suffix describing where the work runs (for the CLI line)."""
-    return f"{torch.get_num_threads()} threads" + (f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-                                                   if "OMP_NUM_THREADS" in os.environ else "")
 
 
 __all__ = ["TimeEstimate", "estimate_photo_time", "record_photo_time", "format_duration", "STAGES"]
