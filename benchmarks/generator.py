@@ -86,7 +86,14 @@ def _measure(config: str, step: str, impl: str, repeats: int, threads: int, offi
             w_opt.grad = None
     elif step == "pti":
         G.requires_grad_(True)
-        opt = torch.optim.Adam(G.parameters(), lr=3e-4)
+        if impl == "ours":  # what eg3d_invert.inversion.tune uses, in the process an Inverter sets up
+            from eg3d_invert.devices import reuse_freed_memory
+            from eg3d_invert.inversion.tuning import tuning_optimizer
+
+            reuse_freed_memory()
+            opt = tuning_optimizer(G.parameters(), lr=3e-4)
+        else:  # PTI: torch's default Adam
+            opt = torch.optim.Adam(G.parameters(), lr=3e-4)
 
         def run():
             img = G.synthesis(ws, c, noise_mode="const")["image"]

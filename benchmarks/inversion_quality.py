@@ -47,6 +47,7 @@ Results are cached (``--work``), so scenarios can be run one at a time and re-pr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import math
@@ -234,9 +235,15 @@ class Runner:
         return self.targets[index]
 
     def save(self):
-        tmp = self.results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=1))
-        os.replace(tmp, self.results_path)
+        # Several runs (one per core, one thread each) may share the cache: merge under a lock so
+        # that none loses the others' results.
+        with open(self.results_path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+            self.results = {**on_disk, **self.results}
+            tmp = self.results_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.results, indent=1))
+            os.replace(tmp, self.results_path)
 
     def _key(self, *parts) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -283,7 +290,7 @@ class Runner:
             return
         target = self.target(index)
         camera_mode = spec.get("camera", "true")
-        curve = [] if spec.get("curve") else None
+        curve = [] if spec.get("curve") and not self.args.no_curve else None
         print(f"  {rkey}: projecting ({spec['proj'].num_steps} steps, {spec['proj'].space})", flush=True)
         piv, t_proj = self.pivot(target, spec["proj"], camera_mode, curve)
         res = {"scenario": name, "target": index, "proj_settings": spec["proj"].to_dict(),
@@ -325,6 +332,30 @@ def _mean(rows, path):
             v = v[p]
         vals.append(v)
     return float(np.mean(vals))
+
+
+def paired(results: dict, scenario: str, base: str = "official") -> None:
+    """Per target, ``scenario`` against ``base`` after tuning: the issue-9 criterion (every
+    held-out number at least as good, input PSNR within 0.5 dB), target by target."""
+    targets = sorted({r["target"] for r in results.values() if r["scenario"] == scenario}
+                     & {r["target"] for r in results.values() if r["scenario"] == base})
+    if not targets:
+        return
+    print(f"\n{scenario} vs {base}, after tuning, target by target (ho = held-out views; PSNR dB higher is "
+          f"better, LPIPS and depth error lower):")
+    print(f"{'target':>6} | {'in PSNR':>15} | {'ho PSNR':>15} | {'ho LPIPS':>17} | {'ho depth':>17} | ok")
+    ok_all = True
+    for t in targets:
+        a, b = results[f"{scenario}/{t}"]["tuning"], results[f"{base}/{t}"]["tuning"]
+        checks = [a["input"]["psnr"] >= b["input"]["psnr"] - 0.5, a["held_out"]["psnr"] >= b["held_out"]["psnr"],
+                  a["held_out"]["lpips"] <= b["held_out"]["lpips"], a["held_out"]["depth"] <= b["held_out"]["depth"]]
+        ok_all &= all(checks)
+        print(f"{t:6d} | {a['input']['psnr']:6.2f} vs {b['input']['psnr']:6.2f} | "
+              f"{a['held_out']['psnr']:6.2f} vs {b['held_out']['psnr']:6.2f} | "
+              f"{a['held_out']['lpips']:7.4f} vs {b['held_out']['lpips']:7.4f} | "
+              f"{a['held_out']['depth']:7.4f} vs {b['held_out']['depth']:7.4f} | {'yes' if all(checks) else 'NO'}")
+    print(f"{scenario}: {'at least as good as' if ok_all else 'NOT at least as good as'} {base} on all "
+          f"{len(targets)} targets")
 
 
 def report(results: dict) -> None:
@@ -414,6 +445,9 @@ def main(argv=None):
     ap.add_argument("--force", action="store_true", help="re-run scenarios already in the cache")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every schedule's steps (smoke tests)")
     ap.add_argument("--report", action="store_true", help="only print the tables from the cache")
+    ap.add_argument("--paired", default="c2f_i,fast", help="scenarios compared with official target by target")
+    ap.add_argument("--no-curve", action="store_true",
+                    help="skip the learning-curve evaluations (faster; reuses cached pivots)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     runner = Runner(args)
@@ -437,6 +471,9 @@ def main(argv=None):
                 runner.run(name, spec, index)
         print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report(runner.results)
+    for name in args.paired.split(","):
+        if name:
+            paired(runner.results, name)
 
 
 if __name__ == "__main__":

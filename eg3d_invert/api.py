@@ -24,17 +24,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 import torch
 
+from .devices import reuse_freed_memory
 from .errors import ConfigError
 from .inversion import (PerceptualDistance, Progress, ProjectionSettings, TuningSettings, prepare_image, project,
                         tune)
+from .inversion.identity import NETWORK as IDENTITY_NETWORK, identity_scores
 from .inversion.losses import shared_lpips
 from .inversion.settings import resolve_settings
 from .preprocessing import AlignedFace, Aligner
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, ImageSource, source_name
 from .pretrained import checkpoint_record, file_sha256
+from .render.views import tensor_to_pil
 from .result import InversionResult
 
 #: Progress callback of :meth:`Inverter.invert`: receives :class:`~eg3d_invert.inversion.Progress`
@@ -82,6 +86,8 @@ class Inverter:
             raise ConfigError(f"aligner must be an Aligner, got {type(aligner).__name__}")
         self.projection, self.tuning = resolve_settings(projection=projection, tuning=tuning, seed=None)
         self.generator = generator.eval().requires_grad_(False)
+        if self.generator.device.type == "cpu":
+            reuse_freed_memory()  # a third of a CPU tuning step was page faults (devices.py)
         self.aligner = aligner if aligner is not None else Aligner(device=_aligner_device(generator.device))
         self.lpips: dict[str, torch.nn.Module] = dict(lpips or {})
         for net in {self.projection.lpips_net, self.tuning.lpips_net}:
@@ -239,10 +245,14 @@ class Inverter:
         image = result.input_view(sample_mult=self.tuning.sample_mult)
         with torch.no_grad():
             lp = float(PerceptualDistance(self.lpips[net], target)(image).sum())
+        # The "ID" papers report: the face-recognition similarity of the photo's crop and its render.
+        render = np.asarray(tensor_to_pil(image)[0])
+        ident = identity_scores(aligned.image, {"reconstruction": render})
         return {"lpips": round(lp, 6), "lpips_net": net,
                 "lpips_pretrained": bool(getattr(self.lpips[net], "backbone_pretrained", True)),
                 "psnr_db": None if (p := _psnr(image, target)) is None else round(p, 4),
-                "resolution": int(G.img_resolution), "sample_mult": float(self.tuning.sample_mult)}
+                "resolution": int(G.img_resolution), "sample_mult": float(self.tuning.sample_mult),
+                "identity": {"network": IDENTITY_NETWORK, "reconstruction": ident["reconstruction"]}}
 
 
 def _aligner_device(device: torch.device) -> str:

@@ -35,6 +35,7 @@ from .api import Inverter
 from .errors import CheckpointError, InterruptedRun, OutputError, failure_message
 from .inversion import Progress
 from .options import RenderOptions
+from .estimate import record_photo_time
 from .outputs import write_renders
 from .preprocessing.reading import IMAGE_SUFFIXES, collect_photos
 from .result import InversionResult
@@ -294,8 +295,12 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
                 outcome.action = "inverted"
             renders = write_renders(result, directory, options,
                                     progress=lambda name, done, total: report_progress(name, done, total))
-            outcome.report = finish_report(directory, options, renders.files, renders.timings, renders.warnings)
+            outcome.report = finish_report(directory, options, renders.files, renders.timings, renders.warnings,
+                                           identity=renders.identity)
             outcome.status = "ok"
+            if outcome.action == "inverted":  # the next estimate for these settings starts from this photo
+                record_photo_time(inverter, options, {**result.timings, **renders.timings},
+                                  {"project": result.pivot.steps, "tune": result.tuning.steps})
     outcome.seconds = time.perf_counter() - t_start
     return outcome
 
@@ -391,7 +396,8 @@ def render_result(source: Path, target: Path, options: RenderOptions, *, base=No
         mark_renders_pending(target)
         renders = write_renders(result, target, options,
                                 progress=lambda name, done, total: report_progress(name, done, total))
-        outcome.report = finish_report(target, options, renders.files, renders.timings, renders.warnings)
+        outcome.report = finish_report(target, options, renders.files, renders.timings, renders.warnings,
+                                       identity=renders.identity)
         outcome.status, outcome.action = "ok", "rendered"
     outcome.seconds = time.perf_counter() - start
     return outcome

@@ -11,6 +11,7 @@ Exit codes (:mod:`eg3d_invert.errors`): 0 success, 1 some inputs failed (or an e
 from __future__ import annotations
 
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -383,20 +384,27 @@ _DEFAULT_VIEWS = format_views(_RENDER.yaws, _RENDER.pitches)
 
 
 class _Display:
-    """Progress on stderr: one bar for the batch, one for the current stage (with its loss).
+    """Progress on stderr: one bar for the batch, one for the current stage (with its loss), each
+    with its remaining time.
 
-    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`.
+    ``__call__`` has the signature of :data:`eg3d_invert.batch.BatchProgress`. Remaining times
+    come from the stage's own pace once two steps are done (the first step carries one-off work),
+    before that from ``estimate`` (:class:`eg3d_invert.estimate.TimeEstimate`) if given.
     """
 
-    def __init__(self, label: str, quiet: bool):
+    def __init__(self, label: str, quiet: bool, estimate=None):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(TextColumn("{task.fields[stage]:>9}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console,
+                                 TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[info]}"), console=err_console,
                                  transient=True, disable=quiet)
-        self.batch = self.progress.add_task("", total=None, stage=label, info="")
-        self.stage = self.progress.add_task("", total=None, stage="", info="", visible=False)
+        self.batch = self.progress.add_task("", total=None, stage=label, info="", eta="")
+        self.stage = self.progress.add_task("", total=None, stage="", info="", eta="", visible=False)
         self.current = None
+        self.estimate = estimate
+        self._stage_clock: dict = {}
+        self._photo_clock: dict = {"start": time.perf_counter(), "done": 0, "photo_start": time.perf_counter()}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -405,17 +413,54 @@ class _Display:
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
 
+    def _stage_eta(self, stage: str, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        clock = self._stage_clock
+        if done >= 1 and "first" not in clock:  # the pace is timed from the first finished step on
+            clock["first"], clock["first_done"] = now, done
+        if not total or done >= total:
+            return ""
+        per = None
+        if "first" in clock and done > clock["first_done"]:
+            per = (now - clock["first"]) / (done - clock["first_done"])
+        elif self.estimate is not None and stage in self.estimate.per_step:
+            per = self.estimate.per_step[stage]
+        elif self.estimate is not None and stage in self.estimate.stages:
+            per = self.estimate.stages[stage] / total
+        return "" if per is None else f"ETA {_clock(per * (total - done))}"
+
+    def _batch_eta(self, done: int, total: int | None) -> str:
+        now = time.perf_counter()
+        pc = self._photo_clock
+        if not total or done >= total:
+            return ""
+        if done > pc["done"]:
+            pc["done"], pc["photo_start"] = done, now
+        if done >= 1:
+            per = (now - pc["start"]) / done
+            return f"ETA {_clock(per * (total - done))}"
+        if self.estimate is not None:
+            left = self.estimate.total * (total - done) - (now - pc["photo_start"])
+            return f"ETA ~{_clock(max(left, 0.0))}"
+        return ""
+
     def __call__(self, stage: str, done: int, total: int | None, info: str = "") -> None:
         if stage == "photo":
-            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name)
+            self.progress.update(self.batch, completed=done, total=total, info=Path(info).name,
+                                 eta=self._batch_eta(done, total))
             self.progress.update(self.stage, visible=False)
             self.current = None
             return
         if stage != self.current:  # a new stage: its own bar and clock
             self.current = stage
-            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True)
+            self._stage_clock = {}
+            self.progress.reset(self.stage, total=total, completed=done, stage=stage, info=info, visible=True,
+                                eta=self._stage_eta(stage, done, total))
         else:
-            self.progress.update(self.stage, completed=done, total=total, info=info)
+            self.progress.update(self.stage, completed=done, total=total, info=info,
+                                 eta=self._stage_eta(stage, done, total))
+        self.progress.update(self.batch, eta=self._batch_eta(self._photo_clock["done"],
+                                                             self.progress.tasks[self.batch].total))
 
     def notice(self, level: str, message: str) -> None:
         """:data:`eg3d_invert.batch.BatchNotice`."""
@@ -434,6 +479,13 @@ class _Display:
 
             self.progress.console.print("".join(traceback.format_exception(exception)), highlight=False,
                                         markup=False)
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` / ``m:ss``."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}" if h else f"{rem // 60}:{rem % 60:02d}"
 
 
 def _render_options(views: str, depth: bool, video: bool, frames: int, fps: float, mesh: str, mesh_res: int,
@@ -573,8 +625,33 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
 
 
 _PRESET_HELP = (f"Optimisation schedule: official (EG3D-projector {PROJECTION_PRESETS['official'].num_steps} W steps + "
-                f"PTI {TUNING_PRESETS['official'].num_steps} steps) or fast (ours: {describe_preset('fast')}; as good "
-                f"on our benchmarks in about two thirds of the time).")
+                f"PTI {TUNING_PRESETS['official'].num_steps} steps) or fast (ours, coarse to fine: "
+                f"{describe_preset('fast')}; about 1/6.4 of the official time on a CPU, quality in the README).")
+
+
+def _estimate(inverter, options: RenderOptions, preset: str, debug: bool):
+    """Print the expected time per photo (:mod:`eg3d_invert.estimate`); None if it cannot be had."""
+    from .estimate import estimate_photo_time
+
+    with err_console.status("estimating the time per photo...", spinner="dots"):
+        try:
+            expected = estimate_photo_time(inverter, options)
+        except Exception as exc:  # noqa: BLE001 - an estimate must never stop the work
+            if debug:
+                raise
+            err_console.print(f"[bold yellow]warning:[/] no time estimate ({type(exc).__name__}: {exc})",
+                              highlight=False, soft_wrap=True)
+            return None
+    device = str(inverter.device) + (f", {torch_threads()} threads" if inverter.device.type == "cpu" else "")
+    err_console.print(f"[bold]estimate:[/] {expected.describe()} on {device}, preset {preset}",
+                      highlight=False, soft_wrap=True)
+    return expected
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 @app.command("invert")
@@ -639,6 +716,10 @@ def invert_command(
     retries: int = typer.Option(None, "--retries", min=0,
                                 help="With --engine ray: how many more times a photo is tried when its worker "
                                      "crashes (killed, out of memory) (default 2); then it is recorded as failed."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate",
+                                  help="Print the expected time per photo before starting (measures a few steps, "
+                                       "about a minute on a CPU for the full model, unless a photo with the same settings "
+                                       "finished before). Not with --engine ray."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -691,8 +772,10 @@ def invert_command(
                 "engine": ray_engine.to_dict() if ray_engine else {"name": "local"}}
     if ray_engine:
         settings["device"] = device  # the workers' (each report.json has the one it resolved to)
+    # The estimate times this process's device; Ray workers run elsewhere, several at once.
+    expected = _estimate(inverter, options, preset, debug) if estimate and not quiet and not ray_engine else None
     t0 = time.perf_counter()
-    with _Display("photos", quiet) as display:
+    with _Display("photos", quiet, expected) as display:
         outcomes, pending, interrupted, stopped = _run(
             run_batch(inverter, photos, out, options, face_index=face_index, resume=resume, progress=display,
                       notice=display.notice, engine=ray_engine or "local"), photos, display, debug)
@@ -752,6 +835,76 @@ def render_command(
     _finish_batch("results", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
                   f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written,
                   code=stopped)
+
+
+# --- view: look at results and edit them in the browser ----------------------------------------------
+
+
+@app.command("view")
+def view_command(
+    results: list[Path] = typer.Argument(..., metavar="RESULT_DIR...",
+                                         help="Result folders (OUT/NAME) or batch output folders (OUT)."),
+    port: int = typer.Option(None, "--port", min=0, max=65535,
+                             help="Port on 127.0.0.1 (default 8765, or any free one if it is taken; 0: any free "
+                                  "one)."),
+    no_browser: bool = typer.Option(False, "--no-browser", help="Only print the URL; do not open a browser."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, ..."),
+    base: str = typer.Option(None, "--base", help="Base checkpoint of tuned.safetensors if it is no longer where "
+                                                 "report.json says (path or registry name)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors, and the access log."),
+) -> None:
+    """Look at results in the browser: turn the head live, see its mesh in 3D, edit its latent.
+
+    Serves a page on 127.0.0.1 only (other machines cannot connect) until Ctrl-C, and prints its
+    URL on stdout. Save in the page writes into RESULT_DIR/edits/ and never changes the result's
+    own files. Exit codes: 0 stopped with Ctrl-C (the normal way to stop a server, so not 130),
+    1 a result could not be loaded or the port is taken, 2 usage error.
+    """
+    from .batch import find_results
+    from .errors import ConfigError
+    from .viewer import serve
+    from .viewer.server import DEFAULT_PORT, PortError
+
+    _check_device(device)  # before the port is taken and anything is loaded
+    dirs = find_results(results)
+    if not dirs:
+        raise fail("no saved results found (folders holding report.json)", code=EXIT_USAGE)
+
+    def start(p: int):
+        return serve(dirs, port=p, device=device, base=base, debug=debug,
+                     on_load=lambda d: err_console.print(f"loading {d}", highlight=False))
+
+    try:
+        try:
+            server = start(DEFAULT_PORT if port is None else port)
+        except PortError:
+            if port is not None:
+                raise
+            server = start(0)  # the default port is taken: any free one will do
+    except ConfigError as exc:
+        if debug:
+            raise
+        raise fail(str(exc), code=EXIT_USAGE) from None
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
+    for warning in server.viewer.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    typer.echo(server.url)
+    sys.stdout.flush()  # scripts read the URL while the server runs
+    err_console.print(f"viewing {len(dirs)} result{'s' if len(dirs) > 1 else ''} at {server.url} "
+                      f"(127.0.0.1 only); Ctrl-C stops", highlight=False)
+    if not no_browser:
+        server.open_browser()
+    try:
+        while not server.wait(0.5):  # short waits: Ctrl-C reaches the main thread
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    err_console.print("stopped", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

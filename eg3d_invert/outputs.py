@@ -19,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .errors import EmptyMeshError
+from .inversion.identity import identity_scores
 from .options import RenderOptions, parse_views
 from .render.depth import DepthMaps
 from .render.mesh import save_mesh
@@ -44,11 +47,14 @@ class Renders:
         timings: ``{stage: seconds}`` of the stages that ran.
         warnings: one line per output that was skipped (e.g. a mesh level the density never
             reaches); the other outputs are complete.
+        identity: ``{view file: score}``, the face-recognition similarity of the photo's crop
+            and each view (:func:`~eg3d_invert.inversion.identity.identity_scores`).
     """
 
     files: dict[str, int]
     timings: dict[str, float]
     warnings: tuple[str, ...] = ()
+    identity: dict[str, dict] = field(default_factory=dict)
 
 
 def write_renders(result: InversionResult, directory: str | os.PathLike, options: RenderOptions,
@@ -61,6 +67,7 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
     """
     directory = Path(directory)
     written: list[Path] = []
+    identity: dict[str, dict] = {}
     timings: dict[str, float] = {}
     warnings: list[str] = []
 
@@ -79,8 +86,12 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
     if options.yaws:
         with stage("views", len(options.yaws)) as report:
             views = result.view_set(options.yaws, options.pitches, sample_mult=options.sample_mult, progress=report)
-            written += views.save(directory / VIEWS_DIR, grid_name=None)
+            saved = views.save(directory / VIEWS_DIR, grid_name=None)
+            written += saved
             written.append(save_png(views.grid(), directory / VIEWS_GRID))
+            identity = identity_scores(result.aligned.image,
+                                       {p.relative_to(directory).as_posix(): np.asarray(img)
+                                        for p, img in zip(saved, views.images)})
         if options.depth:
             with stage("depth", len(options.yaws)):  # the views' renders carried the depth maps
                 written += DepthMaps.from_views(views).save(directory / DEPTH_DIR)
@@ -99,7 +110,7 @@ def write_renders(result: InversionResult, directory: str | os.PathLike, options
                 for fmt in options.mesh_formats:
                     written.append(save_mesh(mesh, directory / f"mesh.{fmt}"))
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in written}
-    return Renders(files, timings, tuple(warnings))
+    return Renders(files, timings, tuple(warnings), identity)
 
 
 __all__ = ["write_renders", "Renders", "RenderProgress", "RenderOptions", "parse_views"]

@@ -317,9 +317,10 @@ def mark_renders_pending(directory: str | os.PathLike, previous: Iterable[str] =
 
 
 def finish_report(directory: str | os.PathLike, options: "RenderOptions", render_files: Mapping[str, int],
-                  render_timings: Mapping[str, float], warnings: Iterable[str] = ()) -> dict[str, Any]:
-    """Add the renders (and the ``warnings`` about outputs they skipped) to the report and write
-    it, last; then delete files that an earlier run wrote here and this one did not (views at
+                  render_timings: Mapping[str, float], warnings: Iterable[str] = (),
+                  identity: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Add the renders (and the ``warnings`` about outputs they skipped, and the views'
+    ``identity`` scores, under ``metrics.identity.views``) to the report and write it, last; then delete files that an earlier run wrote here and this one did not (views at
     other angles, another mesh format, ...).
 
     Only files a previous report listed are ever deleted. Returns the final report.
@@ -337,6 +338,12 @@ def finish_report(directory: str | os.PathLike, options: "RenderOptions", render
     timings.update({k: round(float(v), 4) for k, v in render_timings.items()})
     report["timings"] = timings
     report["warnings"] = list(warnings)
+    metrics = report.setdefault("metrics", {})
+    ident = metrics.get("identity")
+    if isinstance(ident, dict):
+        ident.pop("views", None)  # the views' scores belong to this render
+        if identity:
+            ident["views"] = {k: dict(v) for k, v in identity.items()}
     write_report(directory, report)
     for rel in sorted(old - set(files) - {REPORT_JSON}):
         target = directory / rel

@@ -21,6 +21,18 @@ EVALDATA = SHARED / "evaldata"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """A cache folder of the test session's own (checkpoints, the time estimates' record), so
+    runs neither read nor leave anything in the user's cache; tests that need another set it."""
+    if "EG3D_INVERT_HOME" not in os.environ:
+        os.environ["EG3D_INVERT_HOME"] = str(tmp_path_factory.mktemp("eg3d_invert_home"))
+        yield
+        os.environ.pop("EG3D_INVERT_HOME", None)
+    else:
+        yield
+
+
 def require(path: Path) -> Path:
     """``path`` if it exists; else skip the test, or fail it when ``$EG3D_INVERT_REQUIRE_REFERENCE`` is set."""
     if not path.exists():

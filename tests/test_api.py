@@ -155,6 +155,12 @@ def test_invert_result_parts(result, inverter):
     m = result.metrics
     assert 0 < m["lpips"] < 2 and m["lpips_net"] == "alex" and m["resolution"] == G.img_resolution
     assert np.isfinite(m["psnr_db"])
+    # The tiny generator's render is no face: the identity entry says so instead of a number.
+    ident = m["identity"]
+    assert ident["network"] == "dlib_face_recognition_resnet_model_v1"
+    rec = ident["reconstruction"]
+    assert (rec["similarity"] is None and rec["note"] == "no face found in the render") or \
+        -1 <= rec["similarity"] <= 1
     assert "lpips=" in repr(result) and "project_steps=2" in repr(result)
 
 
@@ -297,5 +303,21 @@ def test_fast_preset_reaches_both_stages():
     from eg3d_invert.inversion.settings import resolve_settings
 
     proj, tun = resolve_settings(preset="fast", pti_steps=20)
-    assert (proj.num_steps, tun.num_steps, tun.learning_rate) == (250, 20, 6e-4)
-    assert tun.locality_regularization and proj.deterministic_render
+    assert (proj.num_steps, proj.coarse_steps, tun.num_steps, tun.learning_rate) == (200, 200, 20, 6e-4)
+    assert tun.sample_mult == 1.0 and proj.deterministic_render
+
+
+def test_allocator_setting_is_process_wide_idempotent_and_can_be_refused():
+    """Inverter on a CPU asks glibc to reuse freed memory (devices.reuse_freed_memory); the
+    environment variable refuses it. In subprocesses: the setting lasts for the process."""
+    code = ("import eg3d_invert.devices as d; a = d.reuse_freed_memory(); b = d.reuse_freed_memory(); "
+            "assert a == b; print(a)")
+    import platform
+
+    on = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0, on.stderr
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.strip() == str(glibc)
+    env = {**__import__("os").environ, "EG3D_INVERT_KEEP_MALLOC": "1"}
+    off = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert off.returncode == 0 and off.stdout.strip() == "False", off.stderr

@@ -259,6 +259,30 @@ def test_native_round_trip_is_exact(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
+@pytest.mark.parametrize("second_byte", [0x3D, 0x04])
+def test_safetensors_whose_header_length_looks_like_a_pickle_loads(tmp_path, second_byte):
+    """The header length is the file's first bytes: 0x80 then 0x3d read as 'pickle protocol 61'.
+
+    (A CI run hit this when a temporary path in the header made its length 0x3d80.) The header is
+    re-padded with spaces, which the safetensors format allows, to a length of that shape.
+    """
+    from eg3d_invert.pretrained.loading import detect_format
+
+    G = tiny()
+    data = save_generator(G, tmp_path / "g.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    target = (second_byte << 8) | 0x80
+    while target < n:
+        target += 0x10000
+    path = tmp_path / "padded.safetensors"
+    path.write_bytes(target.to_bytes(8, "little") + data[8:8 + n] + b" " * (target - n) + data[8 + n:])
+    assert path.read_bytes()[:2] == bytes([0x80, second_byte])
+    assert detect_format(path) == "safetensors"
+    G2 = load_generator(path)
+    for (k, a), (k2, b) in zip(G.state_dict().items(), G2.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
 def test_delta_file_holds_only_changed_tensors_and_checks_its_base(tmp_path):
     base = tiny()
     tuned = load_generator(require(REFERENCE / "tiny_A.pkl"))

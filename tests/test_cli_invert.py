@@ -62,7 +62,13 @@ def photos(tmp_path_factory):
 
 
 def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
+    args = [str(a) for a in args]
+    # The time estimate's probe (a few steps) is tested once, below; elsewhere it only costs time.
+    # Only the invert command has --no-estimate: not the other commands, nor the root's --version.
+    if args and args[0] not in ("align", "render", "models", "info", "view", "--version") and "--help" not in args \
+            and not any(a.endswith("estimate") for a in args):
+        args.append("--no-estimate")
+    return CliRunner().invoke(app, args)
 
 
 @pytest.fixture(scope="module")
@@ -544,6 +550,7 @@ def test_preset_help_states_every_difference_of_fast():
     for phrase in phrases:
         assert phrase in text, phrase
     assert "tuning lr 0.0006 (official 0.0003)" in text  # the difference the help once left out
+    assert "all projection steps on the raw render at 0.5x resolution" in text
 
 
 def test_invert_warns_about_an_untrustworthy_pose_before_inverting(photos, tmp_path):
@@ -575,3 +582,21 @@ def test_invert_warns_about_an_untrustworthy_pose_before_inverting(photos, tmp_p
                     "--steps", "1", "--pti-steps", "1", "--views=none", "--no-video", "--mesh", "none")
     assert result.exit_code == 0, result.output
     assert "warning:" in result.stderr and "border:" in " ".join(result.stderr.split())
+
+
+def test_invert_prints_the_time_estimate_first(photos, tmp_path, monkeypatch):
+    """Before any photo: the expected time per photo, measured (first run) or from the last photo
+    with the same settings (second run); the stage bars' remaining times are tested with the
+    estimate module."""
+    monkeypatch.setenv("EG3D_INVERT_HOME", str(tmp_path / "home"))
+    args = ["--network", TINY, "--device", "cpu", "--steps", "2", "--pti-steps", "1", "--views=0", "--no-video",
+            "--mesh", "none", "--estimate"]
+    first = invoke(photos / "astronaut.PNG", "--out", tmp_path / "a", *args)
+    assert first.exit_code == 0, first.output
+    text = " ".join(first.stderr.split())
+    assert "estimate: ~" in text and "per photo (projection" in text and "measured on this device just now" in text
+    assert text.index("estimate:") < text.index("invert")  # before the summary table
+    second = invoke(photos / "astronaut.PNG", "--out", tmp_path / "b", *args)
+    assert "from the last photo with these settings" in " ".join(second.stderr.split())
+    quiet = invoke(photos / "astronaut.PNG", "--out", tmp_path / "c", *args, "--quiet")
+    assert "estimate" not in quiet.stderr

@@ -98,16 +98,28 @@ def test_settings_defaults_are_the_official_ones():
     assert ProjectionSettings.from_preset("official") == p and TuningSettings.from_preset("official") == t
 
 
-def test_fast_preset_halves_the_steps_and_keeps_the_losses():
+def test_fast_preset_is_coarse_to_fine_and_keeps_the_losses():
     p, t = ProjectionSettings.from_preset("fast"), TuningSettings.from_preset("fast")
     official = ProjectionSettings(), TuningSettings()
-    assert p.num_steps + t.num_steps <= (official[0].num_steps + official[1].num_steps) / 2
-    assert p.deterministic_render and t.deterministic_render and t.locality_regularization
+    assert (p.num_steps, p.coarse_steps, t.num_steps, t.coarse_steps) == (200, 200, 80, 0)
+    assert p.deterministic_render and t.deterministic_render and t.sample_mult == 1.0
     # Everything else (losses, noise schedule, LPIPS nets, early stop) stays official.
-    assert p.replace(num_steps=500, deterministic_render=False) == official[0]
-    assert t.replace(num_steps=350, learning_rate=3e-4, locality_regularization=False,
-                     deterministic_render=False) == official[1]
-    assert ProjectionSettings.from_preset("fast", num_steps=9).num_steps == 9
+    assert p.replace(num_steps=500, coarse_steps=0, deterministic_render=False) == official[0]
+    assert t.replace(num_steps=350, learning_rate=3e-4, sample_mult=2.0, deterministic_render=False) == official[1]
+    assert ProjectionSettings.from_preset("fast", num_steps=200).num_steps == 200
+
+
+def test_step_overrides_keep_the_share_of_coarse_steps():
+    from eg3d_invert.inversion.settings import resolve_settings
+
+    proj, tun = resolve_settings(preset="fast", steps=3, pti_steps=5)
+    assert (proj.num_steps, proj.coarse_steps) == (3, 3)  # an all-coarse projection stays all coarse
+    assert (tun.num_steps, tun.coarse_steps) == (5, 0)
+    part = ProjectionSettings(num_steps=100, coarse_steps=40)
+    proj, _ = resolve_settings(projection=part, steps=10)
+    assert (proj.num_steps, proj.coarse_steps) == (10, 4)
+    proj, _ = resolve_settings(preset="official", steps=7)
+    assert (proj.num_steps, proj.coarse_steps) == (7, 0)
 
 
 def test_settings_json_round_trip_and_validation():

@@ -276,16 +276,41 @@ class SynthesisNetwork(nn.Module):
                 self.num_ws += block.num_torgb
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, **block_kwargs) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, max_resolution: int | None = None, **block_kwargs) -> torch.Tensor:
+        """``ws (N, num_ws, w_dim)`` -> the summed ToRGB image ``(N, img_channels, R, R)``.
+
+        ``max_resolution`` (one of :attr:`block_resolutions`) stops after that block and returns
+        the skip image so far. The later blocks only upsample it and add their own ToRGB
+        outputs, so the part of the result that comes from the coarse blocks can be computed
+        without running the expensive fine ones (see :meth:`upsample_skip`).
+        """
         _check_shape(ws, (None, self.num_ws, self.w_dim), "ws")
+        if max_resolution is not None and max_resolution not in self.block_resolutions:
+            raise ValueError(f"max_resolution must be one of {self.block_resolutions}, got {max_resolution}")
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
+            if max_resolution is not None and res > max_resolution:
+                break
             block = getattr(self, f"b{res}")
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + block.num_torgb), **block_kwargs)
             w_idx += block.num_conv
         return img.contiguous()
+
+    def upsample_skip(self, img: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Carry a skip image ``(N, C, r, r)`` up to ``resolution`` the way the later blocks carry it
+        (each block's FIR 2x upsampling), without adding their ToRGB outputs.
+
+        Upsampling is linear, so ``upsample_skip(forward(ws, max_resolution=r), R)`` is exactly
+        the share of the blocks up to ``r`` in ``forward(ws)``.
+        """
+        for res in self.block_resolutions:
+            if img.shape[-1] < res <= resolution:
+                img = ops.upsample2d(img, getattr(self, f"b{res}").resample_filter)
+        if img.shape[-1] != resolution:
+            raise ValueError(f"cannot carry a {img.shape[-1]}-pixel skip image to {resolution} pixels")
+        return img
 
     def extra_repr(self) -> str:
         return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "

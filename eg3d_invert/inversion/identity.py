@@ -110,3 +110,24 @@ class IdentityModel:
             return IdentityScore(None, None, f"no face found in the {what}")
         cos = float(reference @ other / (np.linalg.norm(reference) * np.linalg.norm(other)))
         return IdentityScore(cos, float(np.linalg.norm(reference - other)))
+
+
+#: What reports call the network.
+NETWORK = "dlib_face_recognition_resnet_model_v1"
+
+
+def identity_scores(photo: np.ndarray, images: dict[str, np.ndarray], model: IdentityModel | None = None
+                    ) -> dict[str, dict]:
+    """``{name: score dict}`` of each image against ``photo``, for ``report.json``.
+
+    Each score is :meth:`IdentityScore.to_dict` (``similarity``, ``distance``, ``same_person``),
+    or ``{'similarity': None, 'note': why}`` when a face is missing; if the identity network itself
+    is unavailable every entry carries that reason instead. Never raises for a missing face.
+    """
+    try:
+        model = model or IdentityModel()
+    except (ModelFileError, ImportError, RuntimeError) as exc:
+        note = f"identity network unavailable: {exc}"
+        return {name: {"similarity": None, "note": note} for name in images}
+    reference = model.descriptor(photo)
+    return {name: model.compare(reference, np.asarray(img), "render").to_dict() for name, img in images.items()}

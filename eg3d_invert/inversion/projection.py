@@ -40,6 +40,7 @@ from ._common import (ProgressCallback, as_label, check_finite, frontal_label, l
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips, noise_regularization
 from .results import Pivot
+from ..generator.planes import release_scratch
 from .settings import ProjectionSettings, coarse_resolution
 
 
@@ -222,4 +223,6 @@ def project(G, image, camera, space: str | None = None, *, settings: ProjectionS
                              f"the pivot so far is available as the error's .partial")
         err.partial = partial
         raise err from None
+    finally:
+        release_scratch()  # the plane lookup's backward buffer (generator.planes)
     return snapshot(stop_reason)

@@ -14,8 +14,8 @@ The ``'official'`` presets reproduce the published pipelines, value for value:
   LPIPS weight 1, stop once LPIPS <= 0.06, locality regularisation off (PTI's settings when
   on), depth samples x2.
 
-The ``'fast'`` presets are this project's own: half the steps, measured against the official
-schedule by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting
+The ``'fast'`` presets are this project's own coarse-to-fine schedule, measured against the
+official one by ``benchmarks/inversion_quality.py`` (see :data:`PROJECTION_PRESETS`). Every setting
 is validated on construction and raises :class:`~eg3d_invert.errors.ConfigError` naming the
 field. :func:`resolve_settings` turns the convenience arguments of the API and the command
 line (``preset``, ``steps``, ``seed``, ...) into the two settings objects.
@@ -354,21 +354,30 @@ class TuningSettings(_JsonSettings):
         return dataclasses.replace(TUNING_PRESETS[preset], **overrides)
 
 
-#: ``'fast'``: half the official 850 steps (projection 250, tuning 175 at twice the lr), rendered
-#: without depth jitter, with PTI's locality regulariser. Measured with
-#: ``benchmarks/inversion_quality.py`` (scenario ``half_reg``; tiny_A, two targets, random LPIPS
-#: backbones): every held-out number (PSNR, LPIPS, depth error) at least as good as the official
-#: schedule's, input-view PSNR within 0.4 dB, in 60-75 % of its time (the locality term costs an
-#: extra render per tuning step).
+#: ``'fast'`` (issue 9): a coarse-to-fine schedule for CPUs. Projection: 200 steps, all on the
+#: raw neural render at half the neural rendering resolution with one depth sample per official
+#: one (no super-resolution, LPIPS on the small image), without depth jitter. Tuning: 80 steps on the
+#: full super-resolved image at twice PTI's learning rate, single depth sampling, no jitter.
+#: On the full ffhq512-128 configuration it costs about 1/6 of the official schedule (photo to
+#: outputs, ``benchmarks/pipeline.py``); its quality against the official schedule is measured by
+#: ``benchmarks/inversion_quality.py`` (scenario ``c2f_i``; README has the figures and their limits).
 PROJECTION_PRESETS: dict[str, ProjectionSettings] = {
     "official": ProjectionSettings(),
-    "fast": ProjectionSettings(num_steps=250, deterministic_render=True),
+    "fast": ProjectionSettings(num_steps=200, coarse_steps=200, deterministic_render=True),
 }
 TUNING_PRESETS: dict[str, TuningSettings] = {
     "official": TuningSettings(),
-    "fast": TuningSettings(num_steps=175, learning_rate=6e-4, locality_regularization=True,
-                           deterministic_render=True),
+    "fast": TuningSettings(num_steps=80, learning_rate=6e-4, sample_mult=1.0, deterministic_render=True),
 }
+
+
+def _with_steps(settings, steps: int):
+    """``settings`` with ``num_steps=steps``, its coarse steps scaled in proportion (an all-coarse
+    schedule stays all coarse)."""
+    coarse = settings.coarse_steps
+    if coarse:
+        coarse = steps if coarse >= settings.num_steps else min(steps, round(coarse * steps / settings.num_steps))
+    return settings.replace(num_steps=int(steps), coarse_steps=coarse)
 
 
 def preset_differences(preset: str) -> dict[str, dict[str, Any]]:
@@ -399,9 +408,20 @@ def preset_phrases(preset: str) -> list[str]:
                 phrases.append(f"{value} {stage} steps (official {was})")
             elif name == "learning_rate":
                 phrases.append(f"{stage} lr {value:g} (official {was:g})")
+            elif name == "coarse_steps":
+                frac = getattr(presets_of(stage)[preset], "coarse_resolution")
+                phrases.append(f"{'all' if value == getattr(presets_of(stage)[preset], 'num_steps') else value} "
+                               f"{stage} steps on the raw render at {frac:g}x resolution")
+            elif name == "sample_mult":
+                phrases.append(f"{stage} depth samples x{value:g} (official x{was:g})")
             else:
                 phrases.append(f"{stage} {name} {value!r} (official {was!r})")
     return phrases
+
+
+def presets_of(stage: str) -> dict:
+    """The preset table of ``stage`` (``'projection'`` or ``'tuning'``)."""
+    return PROJECTION_PRESETS if stage == "projection" else TUNING_PRESETS
 
 
 def describe_preset(preset: str) -> str:
@@ -455,9 +475,9 @@ def resolve_settings(*, preset: str = "official", projector: str | None = None, 
     if projector is not None:
         p_changes["space"] = projector
     if steps is not None:
-        p_changes["num_steps"] = int(steps)
+        proj = _with_steps(proj, int(steps))
     if pti_steps is not None:
-        t_changes["num_steps"] = int(pti_steps)
+        tun = _with_steps(tun, int(pti_steps))
     if seed is not None:
         p_changes["seed"] = t_changes["seed"] = int(seed)
     if projection_lpips is not None:

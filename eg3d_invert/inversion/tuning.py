@@ -30,6 +30,7 @@ from ._common import (Progress, ProgressCallback, as_label, check_finite, fronta
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips
 from .results import Pivot, TuningResult
+from ..generator.planes import release_scratch
 from .settings import TuningSettings, coarse_resolution
 
 
@@ -52,6 +53,15 @@ def _locality_loss(G_new, G_orig, pivot_ws, label, cond, settings: TuningSetting
         if settings.locality_lpips_weight > 0:
             total = total + settings.locality_lpips_weight * lpips_model(new, old).mean()
     return total / len(w_samples)
+
+
+def tuning_optimizer(params, betas=(0.9, 0.999), lr: float = 1e-3) -> torch.optim.Optimizer:
+    """PTI's Adam, as one fused kernel per step where torch has one (CPU, CUDA, MPS): the same
+    update rule, without a separate pass over the ~31M parameters per arithmetic operation."""
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, betas=betas)
 
 
 def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None = None, preset: str = "official",
@@ -112,7 +122,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     groups = [{"params": [p for p in G_tuned.parameters()], "lr": settings.learning_rate}]
     if correction is not None:
         groups.append({"params": list(correction.parameters()), "lr": settings.camera.learning_rate})
-    optimizer = torch.optim.Adam(groups, betas=settings.betas)
+    optimizer = tuning_optimizer(groups, settings.betas)
     cond = frontal_label(G, dev) if settings.locality_regularization else None
 
     history: list[dict[str, float]] = []
@@ -175,6 +185,8 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
                              f"the generator so far is available as the error's .partial")
         err.partial = partial
         raise err from None
+    finally:
+        release_scratch()  # the plane lookup's backward buffer (generator.planes)
     G_tuned.requires_grad_(False)
     for p in G_tuned.parameters():
         p.grad = None

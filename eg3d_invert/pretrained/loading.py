@@ -19,22 +19,43 @@ _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
 def detect_format(path: str | Path) -> str:
-    """'official-pickle', 'torch' (a torch.save file), 'safetensors', or raise CheckpointError."""
+    """'official-pickle', 'torch' (a torch.save file), 'safetensors', or raise CheckpointError.
+
+    safetensors is recognised by its structure (a little-endian header length that fits the
+    file, then a JSON object) before the pickle test: its first byte is the low byte of that
+    length, so a header of 128 + 256k bytes starts with 0x80 just like a pickle does.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
+            if _looks_like_safetensors(f, head, size):
+                return "safetensors"
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file") from None
     if head.startswith(b"PK\x03\x04") or head.startswith(_TORCH_LEGACY_MAGIC):
         return "torch"
-    if head[:1] == b"\x80":
+    if head[:1] == b"\x80" and head[1:2] in _PICKLE_PROTOCOLS:
         return "official-pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     raise CheckpointError(f"{path}: not an EG3D checkpoint (neither a pickle, a torch file nor safetensors)")
+
+
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library's own limit
+_PICKLE_PROTOCOLS = {bytes([p]) for p in range(2, 6)}
+
+
+def _looks_like_safetensors(f, head: bytes, size: int) -> bool:
+    """The safetensors layout: u64 header length n, then n bytes of JSON object (space-padded)."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    if n < 2 or 8 + n > size or n > _SAFETENSORS_MAX_HEADER:
+        return False
+    f.seek(8)
+    return f.read(n).rstrip(b" ").endswith(b"}")
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device | None = None,
