@@ -94,6 +94,10 @@ class Inverter:
             if net not in self.lpips:
                 self.lpips[net] = shared_lpips(net, self.device)
         self._checkpoint: dict[str, Any] | None = None
+        #: The arguments of :meth:`from_pretrained` that built this Inverter (None when it was built
+        #: from components): what another process needs to build the same one (the Ray engine's
+        #: workers, :mod:`eg3d_invert.ray_batch`).
+        self.recipe: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "ffhq512-128", device: str | torch.device = "auto", *,
@@ -131,6 +135,7 @@ class Inverter:
             ConfigError: a bad argument (the message names it).
             CheckpointError, DownloadError, MissingWeightsError: the checkpoint or LPIPS weights.
         """
+        recipe = {k: v for k, v in locals().items() if k != "cls"}  # first line: only the arguments
         from .devices import resolve_device
         from .pretrained import load_generator
 
@@ -141,7 +146,9 @@ class Inverter:
             aligner = _build_aligner(threshold, min_face_size, five_points, padding, max_pixels,
                                      _aligner_device(resolve_device(device)))
         G = load_generator(name_or_path, device=device, base=base)
-        return cls(G, aligner, projection=proj, tuning=tun, lpips=lpips)
+        inverter = cls(G, aligner, projection=proj, tuning=tun, lpips=lpips)
+        inverter.recipe = recipe
+        return inverter
 
     # --- properties ----------------------------------------------------------------------------
 

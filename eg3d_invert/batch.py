@@ -11,7 +11,10 @@ renders are not is only re-rendered from the saved result.
 another folder) without inverting again.
 
 Either way a photo or folder that fails (unreadable, no face, a diverging optimisation, a
-missing base checkpoint) is recorded and the batch goes on. Nothing is written outside ``DIR``,
+missing base checkpoint) is recorded and the batch goes on.
+
+``run_batch(..., engine="ray")`` spreads the same per-photo work (:func:`invert_photo`) over the
+workers of a Ray cluster instead of this process (:mod:`eg3d_invert.ray_batch`). Nothing is written outside ``DIR``,
 no input photo is ever overwritten, and a folder of ``DIR`` that holds input photos is never
 used as a result folder.
 """
@@ -25,7 +28,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from ._io import ensure_writable_dir, file_sha256, remove_temporaries, unique_name, write_json_atomic
 from .api import Inverter
@@ -38,6 +41,9 @@ from .preprocessing.reading import IMAGE_SUFFIXES, collect_photos
 from .result import InversionResult
 from .result_folder import (ALIGNED_PNG, CAMERA_JSON, REPORT_JSON, TUNED_SAFETENSORS, finish_report, folder_status,
                             inversion_key, mark_renders_pending, package_versions, read_report)
+
+if TYPE_CHECKING:
+    from .ray_batch import RayEngine
 
 SUMMARY_JSON = "summary.json"
 
@@ -65,6 +71,8 @@ class PhotoOutcome:
         error: one-line message of the failure; ``exception`` the exception itself.
         report: the folder's final ``report.json`` (metrics, timings, camera), if it has one.
         seconds: wall time spent on this photo in this run.
+        attempts: how many times this run started the photo's work: 0 when it was complete
+            already, more than 1 when a Ray worker crashed on it and it was tried again.
     """
 
     source: Path
@@ -77,6 +85,7 @@ class PhotoOutcome:
     exception: BaseException | None = field(default=None, repr=False)
     report: dict[str, Any] | None = field(default=None, repr=False)
     seconds: float = 0.0
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -94,7 +103,7 @@ class PhotoOutcome:
                 "status": self.status, "action": self.action, "stage": self.stage, "error": self.error,
                 "warnings": self.warnings, "faces": rep.get("faces"), "camera": rep.get("camera"),
                 "metrics": rep.get("metrics"),
-                "timings": rep.get("timings"), "seconds": round(self.seconds, 3)}
+                "timings": rep.get("timings"), "seconds": round(self.seconds, 3), "attempts": self.attempts}
 
 
 # --- inputs and names ---------------------------------------------------------------------------
@@ -212,6 +221,22 @@ def _photo_key(inverter: Inverter, photo: Path, face_index: int) -> dict[str, An
     return inversion_key(inverter.config, face_index, file_sha256(photo))
 
 
+def resume_status(inverter: Inverter, photo: Path, directory: Path, options: RenderOptions, *, face_index: int = 0,
+                  resume: bool = True) -> str:
+    """How much of ``photo``'s work ``directory`` holds (see
+    :func:`~eg3d_invert.result_folder.folder_status`; ``'stale'`` when not resuming or the photo
+    cannot be read), after removing the temporary files a killed run left there."""
+    remove_temporaries(directory)  # what a killed run left here
+    key = _photo_key(inverter, photo, face_index)
+    return folder_status(directory, key, options) if (resume and key is not None) else "stale"
+
+
+def skipped_outcome(photo: Path, directory: Path) -> PhotoOutcome:
+    """The outcome of a photo whose folder is complete from an earlier run."""
+    return PhotoOutcome(Path(photo), directory.name, directory, status="skipped", action="skipped",
+                        report=read_report(directory), attempts=0)
+
+
 def _loss_info(p: Progress) -> str:
     if p.step == 0 or not math.isfinite(p.loss):
         return ""
@@ -250,11 +275,9 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
         report_progress(p.stage, p.step, p.total, _loss_info(p))
 
     with _capture(outcome, lambda: stage["name"]):
-        remove_temporaries(directory)  # what a killed run left here
-        key = _photo_key(inverter, photo, face_index)
-        status = folder_status(directory, key, options) if (resume and key is not None) else "stale"
+        status = resume_status(inverter, Path(photo), directory, options, face_index=face_index, resume=resume)
         if status == "complete":
-            outcome.status, outcome.action, outcome.report = "skipped", "skipped", read_report(directory)
+            outcome = skipped_outcome(photo, directory)
         else:
             if status == "inverted":
                 report_progress("load", 0, 1)
@@ -284,15 +307,37 @@ def invert_photo(inverter: Inverter, photo: Path, directory: Path, options: Rend
 
 def run_batch(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str, options: RenderOptions, *,
               face_index: int = 0, resume: bool = True, progress: BatchProgress | None = None,
-              notice: BatchNotice | None = None) -> Iterator[PhotoOutcome]:
+              notice: BatchNotice | None = None, engine: "str | RayEngine" = "local") -> Iterator[PhotoOutcome]:
     """Invert every photo into ``out/NAME/`` (names from :func:`plan_names`); yields one outcome
-    per photo, in order. Ctrl-C propagates (as ``KeyboardInterrupt`` or ``InterruptedRun``)
-    after the files of finished photos are complete; the photo in progress leaves no
-    half-written file and no report claiming completeness.
+    per photo. Ctrl-C propagates (as ``KeyboardInterrupt`` or ``InterruptedRun``) after the
+    files of finished photos are complete; the photo in progress leaves no half-written file
+    and no report claiming completeness.
+
+    Args:
+        engine: ``'local'`` (this process, photos in order) or ``'ray'`` / a
+            :class:`~eg3d_invert.ray_batch.RayEngine` (the workers of a Ray cluster, each with its
+            own copy of ``inverter`` rebuilt from :attr:`Inverter.recipe
+            <eg3d_invert.api.Inverter.recipe>`; outcomes come as photos finish, not in order).
+            Ray is imported only here, and only for that engine.
 
     Raises:
         OutputError: ``out`` cannot be written (checked before the first photo).
+        MissingDependencyError: ``engine='ray'`` without Ray installed (raised by this call).
+        ConfigError: an unknown engine, or Ray settings that cannot work.
     """
+    if isinstance(engine, str) and engine == "local":
+        return _run_local(inverter, photos, out, options, face_index=face_index, resume=resume, progress=progress,
+                          notice=notice)
+    from .ray_batch import as_ray_engine, run_ray_batch
+
+    return run_ray_batch(inverter, photos, out, options, engine=as_ray_engine(engine), face_index=face_index,
+                         resume=resume, progress=progress, notice=notice)
+
+
+def _run_local(inverter: Inverter, photos: Sequence[Path], out: os.PathLike | str, options: RenderOptions, *,
+               face_index: int, resume: bool, progress: BatchProgress | None,
+               notice: BatchNotice | None) -> Iterator[PhotoOutcome]:
+    """The local engine: photo after photo in this process, outcomes in input order."""
     out = ensure_writable_dir(out)
     remove_temporaries(out, recursive=False)  # e.g. a summary a killed run was writing
     names = plan_names(photos, out)
@@ -417,5 +462,6 @@ def write_summary(out: os.PathLike | str, document: dict[str, Any]) -> Path:
 
 
 __all__ = ["PhotoOutcome", "collect_inputs", "find_results", "is_result_folder", "plan_names", "invert_photo",
+           "resume_status", "skipped_outcome",
            "run_batch", "render_result", "render_results", "summary", "write_summary", "SUMMARY_JSON",
            "IMAGE_SUFFIXES", "BatchProgress"]

@@ -18,12 +18,14 @@ from pathlib import Path
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape  # messages hold paths and "pip install 'eg3d-invert[ray]'": not markup
 
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInvertError
 from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
 from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .ray_batch import RAY_INSTALL  # light: Ray itself is imported only when --engine ray runs
 
 
 class _DefaultCommandGroup(typer.core.TyperGroup):
@@ -73,7 +75,7 @@ def _max_pixels(megapixels: float) -> int | None:
 
 def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print a one-line error to stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -347,6 +349,36 @@ class _Projector(str, Enum):
     w_plus = "w+"
 
 
+class _Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _ray_engine(engine: _Engine, address, workers, gpus_per_worker, cpus_per_worker, retries, device: str,
+                debug: bool):
+    """The invert command's Ray options as a :class:`~eg3d_invert.ray_batch.RayEngine` (None for
+    the local engine); Ray itself is imported here, so a missing install is reported before any
+    work. Every problem is a usage error (exit 2)."""
+    given = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus_per_worker,
+             "--cpus-per-worker": cpus_per_worker, "--retries": retries}
+    if engine is not _Engine.ray:
+        if named := [flag for flag, value in given.items() if value is not None]:
+            raise fail(f"{', '.join(named)} only appl{'ies' if len(named) == 1 else 'y'} with --engine ray",
+                       code=EXIT_USAGE)
+        return None
+    from .ray_batch import RayEngine, import_ray
+
+    try:
+        import_ray()
+        return RayEngine(address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                         cpus_per_worker=1.0 if cpus_per_worker is None else cpus_per_worker,
+                         retries=2 if retries is None else retries, device=device, verbose=debug)
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc).replace("cpus_per_worker", "--cpus-per-worker"), code=EXIT_USAGE) from None
+
+
 _RENDER = RenderOptions()  # the defaults every render option shows
 _DEFAULT_VIEWS = format_views(_RENDER.yaws, _RENDER.pitches)
 
@@ -435,13 +467,13 @@ class _Display:
         (self.warning if level == "warning" else self.note)(message)
 
     def note(self, message: str) -> None:
-        self.progress.console.print(f"[bold]note:[/] {message}", highlight=False, soft_wrap=True)
+        self.progress.console.print(f"[bold]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def warning(self, message: str) -> None:
-        self.progress.console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        self.progress.console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
     def error(self, message: str, exception: BaseException | None, debug: bool) -> None:
-        self.progress.console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        self.progress.console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         if debug and exception is not None:
             import traceback
 
@@ -498,7 +530,7 @@ def _write_summary(out: Path, doc: dict) -> bool:
         write_summary(out, doc)
         return True
     except Eg3dInvertError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return False
 
 
@@ -526,11 +558,16 @@ def _outcome_table(title: str, outcomes) -> "object":
     return table
 
 
-def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
-    """Drain a batch generator, showing each failure as it happens; Ctrl-C ends it cleanly."""
-    from .errors import InterruptedRun
+def _run(outcomes_iter, inputs: list[Path], display: "_Display", debug: bool) -> tuple[list, list, bool, int | None]:
+    """Drain a batch generator, showing each failure as it happens; Ctrl-C ends it cleanly.
 
-    outcomes, interrupted = [], False
+    Returns the outcomes in the order of ``inputs`` (the Ray engine yields them as photos
+    finish), the inputs not processed, whether the run was interrupted, and the exit code of an
+    error that stopped the whole run (shown already; e.g. a Ray cluster that cannot be reached).
+    """
+    from .errors import ConfigError, InterruptedRun
+
+    outcomes, interrupted, stopped = [], False, None
     try:
         for outcome in outcomes_iter:
             outcomes.append(outcome)
@@ -540,13 +577,26 @@ def _run(outcomes_iter, display: "_Display", debug: bool) -> tuple[list, bool]:
                 display.warning(f"{outcome.source}: {warning}")
     except (KeyboardInterrupt, InterruptedRun):
         interrupted = True
-    return outcomes, interrupted
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        display.error(str(exc), None, debug)
+        stopped = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    finally:
+        close = getattr(outcomes_iter, "close", None)
+        if close is not None:
+            close()  # now, not whenever it is collected: the engine's clean-up (workers, temporaries) runs first
+    order = {p: i for i, p in enumerate(inputs)}
+    outcomes.sort(key=lambda o: order.get(o.source, len(order)))
+    finished = {o.source for o in outcomes}
+    return outcomes, [p for p in inputs if p not in finished], interrupted, stopped
 
 
 def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: bool, json_output: bool, quiet: bool,
-                  doc: dict, table_title: str, failed_anyway: bool = False) -> None:
+                  doc: dict, table_title: str, failed_anyway: bool = False, code: int | None = None) -> None:
     """Print the table or JSON, the one-line summary (naming ``out``'s summary.json if given),
-    and exit with the documented code (``failed_anyway``: exit 1 even if every input succeeded)."""
+    and exit with the documented code (``failed_anyway``: exit 1 even if every input succeeded;
+    ``code``: the run was stopped by an error, exit with this)."""
     import json
 
     if json_output:
@@ -568,6 +618,8 @@ def _finish_batch(kind: str, out: Path | None, outcomes, pending, interrupted: b
         err_console.print(f"interrupted; {len(pending)} not processed (run again with --resume to continue)",
                           style="bold red", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED)
+    if code is not None:
+        raise typer.Exit(code)
     if failed or failed_anyway:
         raise typer.Exit(EXIT_FAILED)
 
@@ -645,10 +697,29 @@ def invert_command(
     resume: bool = typer.Option(True, "--resume/--overwrite",
                                 help="Skip photos whose outputs are complete for the same settings and only "
                                      "re-render those whose inversion is (default), or redo everything."),
+    engine: _Engine = typer.Option(_Engine.local, "--engine",
+                                   help="local: photo after photo in this process. ray: spread the photos over "
+                                        f"the workers of a Ray cluster ({escape(RAY_INSTALL)}); OUT must be on a file "
+                                        "system every node sees."),
+    address: str = typer.Option(None, "--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                                help="With --engine ray: the cluster to join (auto: the one `ray start --head` "
+                                     "started). Default: start a local Ray instance on this machine."),
+    workers: int = typer.Option(None, "--workers", min=1,
+                                help="With --engine ray: workers, each loading the models once (default: as many "
+                                     "as fit: one per GPU, else one per --cpus-per-worker CPUs)."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0.0,
+                                          help="With --engine ray: GPUs per worker (default 1 if the cluster has "
+                                               "GPUs, else 0)."),
+    cpus_per_worker: float = typer.Option(None, "--cpus-per-worker",
+                                          help="With --engine ray: CPUs per worker, also its torch threads "
+                                               "(default 1)."),
+    retries: int = typer.Option(None, "--retries", min=0,
+                                help="With --engine ray: how many more times a photo is tried when its worker "
+                                     "crashes (killed, out of memory) (default 2); then it is recorded as failed."),
     estimate: bool = typer.Option(True, "--estimate/--no-estimate",
                                   help="Print the expected time per photo before starting (measures a few steps, "
                                        "about a minute on a CPU for the full model, unless a photo with the same settings "
-                                       "finished before)."),
+                                       "finished before). Not with --engine ray."),
     json_output: bool = typer.Option(False, "--json", help="Print the summary as one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table; errors only."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
@@ -657,7 +728,9 @@ def invert_command(
 
     Writes OUT/NAME/ per photo (aligned.png, camera.json, reconstruction.png, views/, views.png,
     depth/, orbit.mp4, mesh.*, pivot.pt, pivot.npy, tuned.safetensors, report.json) and OUT/summary.json.
-    Exit codes: 0 all photos done, 1 some failed, 2 usage error, 130 interrupted.
+    --engine ray writes the same folders from the workers of a Ray cluster.
+    Exit codes: 0 all photos done, 1 some failed, 2 usage error (also: --engine ray without Ray
+    installed), 130 interrupted.
     """
     import time
 
@@ -667,7 +740,9 @@ def invert_command(
     from .errors import ConfigError, UnknownModelError
 
     options = _render_options(views, depth, video, frames, fps, mesh, mesh_res, mesh_level)
-    _check_device(device)
+    ray_engine = _ray_engine(engine, address, workers, gpus_per_worker, cpus_per_worker, retries, device, debug)
+    if ray_engine is None or ray_engine.address is None:  # else the devices are the cluster's, not this machine's
+        _check_device(device)
     if not Path(network).exists() and not network.lower().startswith(("http://", "https://")) \
             and pretrained.registry.find_model(network) is None:
         names = ", ".join(m.name for m in pretrained.list_models())
@@ -678,7 +753,8 @@ def invert_command(
         raise fail(_NO_PHOTOS, code=EXIT_USAGE)
     _prepare_out(out, inputs)  # before the checkpoint and LPIPS are loaded (and maybe downloaded)
     try:
-        inverter = Inverter.from_pretrained(network, device, preset=preset,
+        # With Ray, this copy only decides what is complete already: the workers build their own.
+        inverter = Inverter.from_pretrained(network, "cpu" if ray_engine else device, preset=preset,
                                             projector=projector.value if projector is not None else None,
                                             steps=steps, pti_steps=pti_steps, seed=seed,
                                             camera_refinement=refine_camera, max_pixels=_max_pixels(max_megapixels),
@@ -692,18 +768,22 @@ def invert_command(
             raise
         raise fail(str(exc)) from None
 
-    settings = {**inverter.config, "face_index": face_index, "render": options.to_dict()}
-    expected = _estimate(inverter, options, preset, debug) if estimate and not quiet else None
+    settings = {**inverter.config, "face_index": face_index, "render": options.to_dict(),
+                "engine": ray_engine.to_dict() if ray_engine else {"name": "local"}}
+    if ray_engine:
+        settings["device"] = device  # the workers' (each report.json has the one it resolved to)
+    # The estimate times this process's device; Ray workers run elsewhere, several at once.
+    expected = _estimate(inverter, options, preset, debug) if estimate and not quiet and not ray_engine else None
     t0 = time.perf_counter()
     with _Display("photos", quiet, expected) as display:
-        outcomes, interrupted = _run(run_batch(inverter, photos, out, options, face_index=face_index, resume=resume,
-                                               progress=display, notice=display.notice), display, debug)
-    pending = photos[len(outcomes):]
+        outcomes, pending, interrupted, stopped = _run(
+            run_batch(inverter, photos, out, options, face_index=face_index, resume=resume, progress=display,
+                      notice=display.notice, engine=ray_engine or "local"), photos, display, debug)
     doc = summary(outcomes, out=out, interrupted=interrupted, pending=pending, settings=settings,
                   seconds=time.perf_counter() - t0)
     written = _write_summary(out, doc)
     _finish_batch("photos", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
-                  f"eg3d-invert -> {out}", failed_anyway=not written)
+                  f"eg3d-invert -> {out}", failed_anyway=not written, code=stopped)
 
 
 @app.command("render")
@@ -747,14 +827,14 @@ def render_command(
         _prepare_out(out, [])
     t0 = time.perf_counter()
     with _Display("results", quiet) as display:
-        outcomes, interrupted = _run(render_results(dirs, options, out=out, base=base, device=device,
-                                                    progress=display), display, debug)
-    pending = dirs[len(outcomes):]
+        outcomes, pending, interrupted, stopped = _run(render_results(dirs, options, out=out, base=base, device=device,
+                                                                      progress=display), dirs, display, debug)
     doc = summary(outcomes, out=out or "", interrupted=interrupted, pending=pending,
                   settings={"render": options.to_dict()}, seconds=time.perf_counter() - t0)
     written = _write_summary(out, doc) if out is not None else False
     _finish_batch("results", out if written else None, outcomes, pending, interrupted, json_output, quiet, doc,
-                  f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written)
+                  f"eg3d-invert render -> {out or 'in place'}", failed_anyway=out is not None and not written,
+                  code=stopped)
 
 
 # --- view: look at results and edit them in the browser ----------------------------------------------
@@ -835,7 +915,7 @@ def main(argv: list[str] | None = None) -> None:
     except Eg3dInvertError as exc:  # pragma: no cover - commands catch their own; last resort
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_FAILED)
 
 

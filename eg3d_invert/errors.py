@@ -123,6 +123,15 @@ class LandmarkError(NoFaceError):
     """A face was detected but its landmarks (and so its pose) could not be located."""
 
 
+class MissingDependencyError(Eg3dInvertError):
+    """An optional package that a chosen feature needs is not installed (the message says what
+    to install)."""
+
+
+class ClusterError(Eg3dInvertError):
+    """A Ray cluster cannot be started or reached (``--engine ray``)."""
+
+
 class ModelFileError(Eg3dInvertError):
     """An optional model file (e.g. dlib's 68-point predictor) is missing or unreadable."""
 

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test]'
+# [ray]: the optional Ray engine (--engine ray), installed here so that the test suite covers it.
+.venv/bin/python -m pip install --quiet -e '.[test,ray]'
 # Packages whose declared pins are stale or drag in conflicting builds: exact versions from pyproject.toml.
 mapfile -t NODEPS < <(.venv/bin/python - <<'PY'
 import tomllib
