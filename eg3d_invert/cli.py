@@ -10,6 +10,7 @@ Exit codes (:mod:`eg3d_invert.errors`): 0 success, 1 some inputs failed (or an e
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from enum import Enum
@@ -77,6 +78,21 @@ def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print a one-line error to stderr and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _exit_on_error(debug: bool, usage: tuple[type[BaseException], ...]):
+    """Our errors as one line and an exit code: ``usage`` ones 2, the rest 1 (tracebacks with --debug)."""
+    try:
+        yield
+    except usage as exc:
+        if debug:
+            raise
+        raise fail(str(exc), code=EXIT_USAGE) from None
+    except Eg3dInvertError as exc:
+        if debug:
+            raise
+        raise fail(str(exc)) from None
 
 
 # --- models: the checkpoint registry, cache and downloads -----------------------------------------
@@ -752,21 +768,13 @@ def invert_command(
     if not photos:
         raise fail(_NO_PHOTOS, code=EXIT_USAGE)
     _prepare_out(out, inputs)  # before the checkpoint and LPIPS are loaded (and maybe downloaded)
-    try:
+    with _exit_on_error(debug, usage=(ConfigError, UnknownModelError)):
         # With Ray, this copy only decides what is complete already: the workers build their own.
         inverter = Inverter.from_pretrained(network, "cpu" if ray_engine else device, preset=preset,
                                             projector=projector.value if projector is not None else None,
                                             steps=steps, pti_steps=pti_steps, seed=seed,
                                             camera_refinement=refine_camera, max_pixels=_max_pixels(max_megapixels),
                                             base=base)
-    except (ConfigError, UnknownModelError) as exc:
-        if debug:
-            raise
-        raise fail(str(exc), code=EXIT_USAGE) from None
-    except Eg3dInvertError as exc:
-        if debug:
-            raise
-        raise fail(str(exc)) from None
 
     settings = {**inverter.config, "face_index": face_index, "render": options.to_dict(),
                 "engine": ray_engine.to_dict() if ray_engine else {"name": "local"}}
@@ -874,21 +882,13 @@ def view_command(
         return serve(dirs, port=p, device=device, base=base, debug=debug,
                      on_load=lambda d: err_console.print(f"loading {d}", highlight=False))
 
-    try:
+    with _exit_on_error(debug, usage=(ConfigError,)):
         try:
             server = start(DEFAULT_PORT if port is None else port)
         except PortError:
             if port is not None:
                 raise
             server = start(0)  # the default port is taken: any free one will do
-    except ConfigError as exc:
-        if debug:
-            raise
-        raise fail(str(exc), code=EXIT_USAGE) from None
-    except Eg3dInvertError as exc:
-        if debug:
-            raise
-        raise fail(str(exc)) from None
     for warning in server.viewer.warnings:
         err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     typer.echo(server.url)
