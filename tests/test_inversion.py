@@ -332,6 +332,19 @@ def test_tuning_lowers_the_loss_further_and_stops_at_the_threshold(G, scene, piv
     assert final == pytest.approx(lp[-1], rel=1e-4) and final < start
 
 
+def test_tuning_rate_decays_over_the_rampdown_only(G, scene, pivot, alex):
+    image, cam = scene
+    settings = FAST_TUNE.replace(lpips_threshold=0.0, num_steps=8, learning_rate=2e-3, lr_rampdown=0.5)
+    result = tune(G, pivot, image, cam, settings=settings, lpips_model=alex)
+    lrs = [h["lr"] for h in result.history]
+    assert lrs[:5] == [2e-3] * 5  # constant until the last half has begun
+    assert all(a > b > 0 for a, b in zip(lrs[4:], lrs[5:]))  # then a strictly falling cosine
+    assert lrs[-1] == pytest.approx(2e-3 * learning_rate_at(7, 8, 1.0, 0.0, 0.5))
+    constant = tune(G, pivot, image, cam, settings=settings.replace(lr_rampdown=0.0, num_steps=3), lpips_model=alex)
+    assert [h["lr"] for h in constant.history] == [2e-3] * 3  # PTI's constant rate by default
+    assert TuningSettings().lr_rampdown == 0.0
+
+
 def test_tuning_leaves_the_base_untouched(G, tuned):
     base = G.state_dict()
     new = tuned.generator.state_dict()

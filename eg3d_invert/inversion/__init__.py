@@ -27,7 +27,7 @@ _LAZY = {
     "CameraCorrection": "camera_refine",
     "BACKBONE_FILES": "losses", "PerceptualDistance": "losses", "backbone_weights_path": "losses",
     "load_lpips": "losses", "noise_regularization": "losses", "shared_lpips": "losses",
-    "project": "projection", "learning_rate_at": "projection", "w_statistics": "projection",
+    "project": "projection", "learning_rate_at": "_common", "w_statistics": "projection",
     "tune": "tuning",
     "Pivot": "results", "TuningResult": "results",
     "PROJECTION_PRESETS": "settings", "TUNING_PRESETS": "settings", "CameraRefinementSettings": "settings",

@@ -154,6 +154,16 @@ class Progress:
 ProgressCallback = Callable[[Progress], Any]
 
 
+def learning_rate_at(step: int, num_steps: int, peak: float, rampup: float, rampdown: float) -> float:
+    """The projector's schedule: linear warm-up over ``rampup``, cosine decay over the last
+    ``rampdown`` of the schedule (fractions of ``num_steps``); 0 at step 0 as in the official code."""
+    t = step / num_steps
+    down = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(down * math.pi)
+    ramp *= min(1.0, t / rampup) if rampup > 0 else 1.0
+    return peak * ramp
+
+
 def log_step(history: list[dict[str, Any]], stage: str, step: int, total: int, loss: torch.Tensor, lr: float,
              parts: dict[str, float], correction, callback: "ProgressCallback | None", snapshot) -> bool:
     """Record a finished step (1-based ``step``) in ``history`` and report it to ``callback``.

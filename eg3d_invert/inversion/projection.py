@@ -35,23 +35,13 @@ import torch.nn.functional as F
 
 from ..camera import camera_sphere
 from ..errors import InterruptedRun
-from ._common import (ProgressCallback, as_label, check_finite, frontal_label, log_step, noise_buffer_names,
-                      prepare_image, seeded_generator, set_buffer)
+from ._common import (ProgressCallback, as_label, check_finite, frontal_label, learning_rate_at, log_step,
+                      noise_buffer_names, prepare_image, seeded_generator, set_buffer)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips, noise_regularization
 from .results import Pivot
 from ..generator.planes import release_scratch
 from .settings import ProjectionSettings, coarse_resolution
-
-
-def learning_rate_at(step: int, num_steps: int, peak: float, rampup: float, rampdown: float) -> float:
-    """The projector's schedule: linear warm-up over ``rampup``, cosine decay over the last
-    ``rampdown`` of the schedule (fractions of ``num_steps``); 0 at step 0 as in the official code."""
-    t = step / num_steps
-    down = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
-    ramp = 0.5 - 0.5 * math.cos(down * math.pi)
-    ramp *= min(1.0, t / rampup) if rampup > 0 else 1.0
-    return peak * ramp
 
 
 def latent_noise_scale(step: int, num_steps: int, w_std: float, factor: float, ramp: float) -> float:

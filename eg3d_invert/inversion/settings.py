@@ -266,7 +266,10 @@ class TuningSettings(_JsonSettings):
 
     Attributes:
         num_steps: maximum optimisation steps.
-        learning_rate: Adam learning rate over every generator parameter (constant, as PTI).
+        learning_rate: Adam learning rate over every generator parameter (constant, as PTI,
+            unless ``lr_rampdown``).
+        lr_rampdown: fraction of the schedule, at its end, over which the rate decays to 0 along
+            a cosine (the projector's ramp-down); 0 keeps it constant as PTI does.
         l2_weight, lpips_weight: weights of the pixel MSE and of LPIPS, both on the full image
             in [-1, 1].
         lpips_net: LPIPS backbone, ``'alex'`` (PTI) or ``'vgg'``.
@@ -294,6 +297,7 @@ class TuningSettings(_JsonSettings):
 
     num_steps: int = 350
     learning_rate: float = 3e-4
+    lr_rampdown: float = 0.0
     betas: tuple = (0.9, 0.999)
     l2_weight: float = 1.0
     lpips_weight: float = 1.0
@@ -320,6 +324,7 @@ class TuningSettings(_JsonSettings):
     def __post_init__(self):
         _positive_int(self, "num_steps")
         _finite(self, "learning_rate", lo_open=True)
+        _finite(self, "lr_rampdown", hi=1.0)
         betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else self.betas
         _check(isinstance(betas, tuple) and len(betas) == 2 and all(
             isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "betas", "must be two numbers in [0, 1)",

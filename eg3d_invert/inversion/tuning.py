@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from ..camera import camera_sphere
 from ..errors import InterruptedRun
-from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise, log_step,
-                      prepare_image, seeded_generator)
+from ._common import (Progress, ProgressCallback, as_label, check_finite, frontal_label, install_noise,
+                      learning_rate_at, log_step, prepare_image, seeded_generator)
 from .camera_refine import CameraCorrection
 from .losses import PerceptualDistance, load_lpips
 from .results import Pivot, TuningResult
@@ -123,6 +123,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     if correction is not None:
         groups.append({"params": list(correction.parameters()), "lr": settings.camera.learning_rate})
     optimizer = tuning_optimizer(groups, settings.betas)
+    base_lrs = [g["lr"] for g in groups]
     cond = frontal_label(G, dev) if settings.locality_regularization else None
 
     history: list[dict[str, float]] = []
@@ -143,6 +144,11 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
     use_locality = True  # PTI regularises at the first step, then every `interval` steps
     try:
         for step in range(num_steps):
+            # PTI keeps the rate constant (lr_rampdown 0); a cosine decay over the last steps lets a
+            # short schedule use a high rate and still settle.
+            scale = learning_rate_at(step, num_steps, 1.0, 0.0, settings.lr_rampdown)
+            for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base_lr * scale
             c = correction(label) if correction is not None else label
             in_coarse = coarse is not None and step < settings.coarse_steps
             render = coarse["render"] if in_coarse else full_render
@@ -174,7 +180,7 @@ def tune(G, pivot: Pivot, image, camera=None, *, settings: TuningSettings | None
             optimizer.step()
             use_locality = (step + 1) % settings.locality_interval == 0
             state["step"] = step + 1
-            if log_step(history, "tune", step + 1, num_steps, loss, settings.learning_rate, parts, correction,
+            if log_step(history, "tune", step + 1, num_steps, loss, settings.learning_rate * scale, parts, correction,
                         callback, snapshot):
                 stop_reason = "callback"
                 break
