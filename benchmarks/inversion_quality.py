@@ -22,26 +22,27 @@ LPIPS nets here have random backbones, so the 0.06 threshold means nothing):
   cam_refine_tune same perturbed estimate, official projection + PTI with camera refinement
   cam_refine_both same perturbed estimate, camera refinement in projection and tuning
   proj_l2         official, plus a pixel MSE term (weight 1) in the projection
-  fast_*          candidate short schedules (see SCENARIOS), 350-425 steps in all
-  half            official projection cut to 250 steps + PTI 175 steps at twice the lr (425 steps)
-  half_reg        'half' without depth jitter and with locality regularisation: the 'fast' preset
+  fast_*, half*   earlier candidate short schedules (see SCENARIOS; none is a preset any more)
+  c2f_*           coarse-to-fine candidates (issue 9); c2f_i is exactly the 'fast' preset, and the
+                  scenario 'fast' runs whatever the preset is today
 
-Measured (tiny_A, random LPIPS backbones, held-out PSNR / LPIPS / depth error after tuning):
-target 0: official 21.90 / 0.0092 / 0.189, half 20.88 / 0.0112 / 0.280, fast_l2 22.14 / 0.0093 / 0.220;
-target 1: official 31.36 / 0.0034 / 0.045, half 31.77 / 0.0030 / 0.049, fast_l2 ~25.5 (worse).
-half_reg: target 0 22.54 / 0.0085 / 0.158 (input PSNR 26.97 vs 26.39); target 1 31.71 / 0.0028 / 0.044
-(input PSNR 37.53 vs 37.88). Only half_reg is at least as good as official on every held-out number of
-both targets, so it became the 'fast' preset (see eg3d_invert/inversion/settings.py).
+Issue 9's criterion is printed by ``--paired``: per target, a candidate against 'official' after
+tuning (every held-out number at least as good, input PSNR within 0.5 dB). The README has the latest
+figures and their limits.
 
 LPIPS: the real ImageNet backbones are used when present in the torch hub cache; otherwise (as on
 the machine these numbers were first made on) every LPIPS net has a *random* backbone, which the
 output says. The evaluation LPIPS is a separate random AlexNet (seed 1234), not a loss net.
 
-Results are cached (``--work``), so scenarios can be run one at a time and re-printed::
+Results are cached (``--work``), so scenarios can be run one at a time and re-printed. An official
+run costs about an hour per target on a 2-core CPU, so the measured results are kept in the
+repository: ``benchmarks/results/`` holds the results files (``inversion_quality_<checkpoint>.json``;
+its .gitignore keeps pivots and locks out), and ``--work benchmarks/results`` adds to them::
 
-    python benchmarks/inversion_quality.py --scenarios official --threads 1
-    python benchmarks/inversion_quality.py --scenarios all --threads 1
-    python benchmarks/inversion_quality.py --report          # tables from the cache only
+    python benchmarks/inversion_quality.py --work benchmarks/results --scenarios official --targets 4 5 --threads 1
+    python benchmarks/inversion_quality.py --work benchmarks/results --scenarios c2f_i --targets 0 1 2 3 --threads 1
+    python benchmarks/inversion_quality.py --work benchmarks/results --report --paired c2f_i,c2f_m
+    python benchmarks/inversion_quality.py --work benchmarks/results --checkpoint tiny_C --report
 """
 
 from __future__ import annotations

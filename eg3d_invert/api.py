@@ -33,11 +33,12 @@ from .inversion import (PerceptualDistance, Progress, ProjectionSettings, Tuning
                         tune)
 from .inversion.identity import NETWORK as IDENTITY_NETWORK, identity_scores
 from .inversion.losses import shared_lpips
-from .inversion.settings import resolve_settings
+from .inversion.settings import DEFAULT_PRESET, resolve_settings
 from .preprocessing import AlignedFace, Aligner
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, ImageSource, source_name
 from .pretrained import checkpoint_record, file_sha256
+from .pretrained.registry import DEFAULT_MODEL
 from .render.views import tensor_to_pil
 from .result import InversionResult
 
@@ -100,8 +101,8 @@ class Inverter:
         self.recipe: dict[str, Any] | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "ffhq512-128", device: str | torch.device = "auto", *,
-                        preset: str = "official", projector: str | None = None, steps: int | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | torch.device = "auto", *,
+                        preset: str = DEFAULT_PRESET, projector: str | None = None, steps: int | None = None,
                         pti_steps: int | None = None, seed: int = 0, camera_refinement: bool = False,
                         projection_lpips: str | None = None, tuning_lpips: str | None = None,
                         threshold: float = DEFAULT_THRESHOLD, min_face_size: float | None = None,

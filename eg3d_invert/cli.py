@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.markup import escape  # messages hold paths and "pip install 'eg3d-invert[ray]'": not markup
 
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Eg3dInvertError
-from .inversion.settings import PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
+from .inversion.settings import DEFAULT_PRESET, PROJECTION_PRESETS, TUNING_PRESETS, describe_preset
 from .options import RenderOptions, format_views, parse_mesh_formats, parse_views
 from .preprocessing.detection import DEFAULT_THRESHOLD
 from .preprocessing.reading import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .pretrained.registry import DEFAULT_MODEL
 from .ray_batch import RAY_INSTALL  # light: Ray itself is imported only when --engine ray runs
 
 
@@ -676,7 +677,7 @@ def invert_command(
                                         help="Portrait photos and/or folders (searched recursively; .jpg .jpeg "
                                              ".png .webp .bmp .tif .tiff in any letter case)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one subfolder per photo, and summary.json."),
-    network: str = typer.Option("ffhq512-128", "--network", "-n",
+    network: str = typer.Option(DEFAULT_MODEL, "--network", "-n",
                                 help="Checkpoint: a registry name (see `eg3d-invert models`; downloaded on first "
                                      "use), a .pkl/.safetensors file, or a weights-only .pth with --base."),
     base: str = typer.Option(None, "--base",
@@ -684,7 +685,7 @@ def invert_command(
                                   "({'G_ema': state_dict}) shares: a registry name (ffhq512-128) or a checkpoint "
                                   "file."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, ..."),
-    preset: str = typer.Option("official", "--preset", help=_PRESET_HELP),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help=_PRESET_HELP),
     projector: _Projector = typer.Option(None, "--projector",
                                          help="Latent space: w (official; better novel views) or w+ (closer to the "
                                               "photo, weaker 3D). Default: the preset's (w)."),
@@ -692,7 +693,7 @@ def invert_command(
                               f"{PROJECTION_PRESETS['official'].num_steps} or {PROJECTION_PRESETS['fast'].num_steps})."),
     pti_steps: int = typer.Option(None, "--pti-steps", min=1, help="Tuning steps (default: the preset's, "
                                   f"{TUNING_PRESETS['official'].num_steps} or {TUNING_PRESETS['fast'].num_steps})."),
-    seed: int = typer.Option(PROJECTION_PRESETS["official"].seed, "--seed", min=0,
+    seed: int = typer.Option(PROJECTION_PRESETS[DEFAULT_PRESET].seed, "--seed", min=0,
                              help="Seed of every random draw (same seed, same result)."),
     face_index: int = typer.Option(0, "--face-index", min=0, help="Which face, by size (0 = largest)."),
     refine_camera: bool = typer.Option(False, "--refine-camera", help="Also refine the estimated camera pose."),

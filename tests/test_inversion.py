@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from eg3d_invert.camera import Camera, label_angles
+from eg3d_invert.camera import FFHQ_PIVOT, Camera, label_angles
 from eg3d_invert.errors import CheckpointError, ConfigError, InterruptedRun, MissingWeightsError, NonFiniteLossError
 from eg3d_invert.inversion import (CameraCorrection, CameraRefinementSettings, PerceptualDistance, Pivot,
                                    ProjectionSettings, TuningSettings, learning_rate_at, load_lpips,
@@ -183,7 +183,7 @@ def test_prepare_image_accepts_uint8_and_float():
 
 def test_camera_correction_conventions():
     label = Camera.from_angles(10.0, 5.0).label
-    corr = CameraCorrection(rotation_sigma_deg=2.0, translation_sigma=0.01)
+    corr = CameraCorrection(rotation_sigma_deg=2.0, translation_sigma=0.01, pivot=FFHQ_PIVOT)
     with torch.no_grad():
         assert torch.allclose(corr(label), label, atol=1e-6)
         corr.delta[0] = 1.0  # +2 degrees of yaw: the camera moves toward +x

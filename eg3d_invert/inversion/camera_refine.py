@@ -43,7 +43,7 @@ class CameraCorrection(nn.Module):
     the camera's x (right), y (down), z (forward) axes.
     """
 
-    def __init__(self, rotation_sigma_deg: float, translation_sigma: float, pivot=(0.0, 0.0, 0.2)):
+    def __init__(self, rotation_sigma_deg: float, translation_sigma: float, pivot):
         super().__init__()
         self.rotation_sigma = math.radians(rotation_sigma_deg)
         self.translation_sigma = float(translation_sigma)

@@ -359,6 +359,10 @@ class TuningSettings(_JsonSettings):
         return dataclasses.replace(TUNING_PRESETS[preset], **overrides)
 
 
+#: The preset the CLI and the API use when none is named: the official schedules, until
+#: ``benchmarks/inversion_quality.py`` shows a faster one at least as good on every target.
+DEFAULT_PRESET = "official"
+
 #: ``'fast'`` (issue 9): a coarse-to-fine schedule for CPUs. Projection: 200 steps, all on the
 #: raw neural render at half the neural rendering resolution with one depth sample per official
 #: one (no super-resolution, LPIPS on the small image), without depth jitter. Tuning: 80 steps on the
@@ -438,7 +442,7 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # numpy integers too
 
 
-def resolve_settings(*, preset: str = "official", projector: str | None = None, steps: int | None = None,
+def resolve_settings(*, preset: str = DEFAULT_PRESET, projector: str | None = None, steps: int | None = None,
                      pti_steps: int | None = None, seed: int | None = 0, camera_refinement: bool = False,
                      projection_lpips: str | None = None, tuning_lpips: str | None = None,
                      projection: ProjectionSettings | None = None,

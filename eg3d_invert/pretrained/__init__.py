@@ -2,12 +2,31 @@
 
 from .cache import cache_dir, cached_path, is_cached
 from .download import download, resolve_checkpoint
-from .registry import ModelInfo, get_model_info, list_models
+from .registry import DEFAULT_MODEL, ModelInfo, get_model_info, list_models
 from .._io import file_sha256
-from ..devices import resolve_device
-from .loading import checkpoint_record, describe_checkpoint, load_base_generator, load_generator
-from .native import save_generator
 
-__all__ = ["cache_dir", "cached_path", "is_cached", "download", "resolve_checkpoint", "ModelInfo", "get_model_info",
-           "list_models", "describe_checkpoint", "file_sha256", "load_generator", "load_base_generator",
-           "checkpoint_record", "resolve_device", "save_generator"]
+# The torch-dependent names are imported on first use (PEP 562), so that the command line can
+# read the registry (e.g. DEFAULT_MODEL) without importing torch.
+_LAZY = {
+    "resolve_device": "..devices",
+    "checkpoint_record": ".loading", "describe_checkpoint": ".loading", "load_base_generator": ".loading",
+    "load_generator": ".loading",
+    "save_generator": ".native",
+}
+
+__all__ = sorted(["cache_dir", "cached_path", "is_cached", "download", "resolve_checkpoint", "DEFAULT_MODEL",
+                  "ModelInfo", "get_model_info", "list_models", "file_sha256", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

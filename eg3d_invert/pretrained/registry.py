@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 from ..errors import UnknownModelError
 
+#: The checkpoint the CLI and the API use when none is named.
+DEFAULT_MODEL = "ffhq512-128"
+
 #: Direct-download URL of one released checkpoint; ``{name}`` is the registry name (no ``.pkl``).
 NGC_URL_TEMPLATE = "https://api.ngc.nvidia.com/v2/models/nvidia/research/eg3d/versions/1/files/{name}.pkl"
 #: The NGC catalog page, for people who prefer to download by hand.

@@ -61,6 +61,7 @@ def page(server, tmp_path_factory):
         page.on("console", lambda m: page.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
         page.goto(server.url)
+        wait_frame(page, 0)  # every test, even one run alone, starts with a frame on show
         try:
             yield page
         finally:
