@@ -51,7 +51,10 @@ def test_view_runs_until_ctrl_c(made_results, sefa_cache, tmp_path):
     env = dict(os.environ, EG3D_INVERT_HOME=str(tmp_path / "home"))
     process = subprocess.Popen([sys.executable, "-m", "eg3d_invert.cli", "view", str(made_results), "--no-browser",
                                 "--port", "0", "--device", "cpu"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               # As from a terminal: a job started in the background by a script (CI
+                               # runners may do that) inherits SIGINT ignored, and Ctrl-C would never arrive.
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = process.stdout.readline().strip()  # the URL comes first, on stdout
         assert url.startswith("http://127.0.0.1:") and url.endswith("/")
