@@ -7,20 +7,11 @@
 
 __version__ = "0.1.0"
 
-_LAZY = {"Inverter": "api", "InversionResult": "result"}
+from ._lazy import lazy_exports
+
+_LAZY = {"Inverter": ".api", "InversionResult": ".result"}
 
 __all__ = ["Inverter", "InversionResult", "__version__"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -20,32 +20,23 @@ per-process cache, the noise regulariser), :mod:`.results` (``Pivot``, ``TuningR
 files), :mod:`.settings`, :mod:`.camera_refine`.
 """
 
+from .._lazy import lazy_exports
+
 # The names below are imported on first use (PEP 562), so that the command line can read the
 # settings and presets (a torch-free module) without importing torch.
 _LAZY = {
-    "Progress": "_common", "ProgressCallback": "_common", "prepare_image": "_common",
-    "CameraCorrection": "camera_refine",
-    "BACKBONE_FILES": "losses", "PerceptualDistance": "losses", "backbone_weights_path": "losses",
-    "load_lpips": "losses", "noise_regularization": "losses", "shared_lpips": "losses",
-    "project": "projection", "learning_rate_at": "_common", "w_statistics": "projection",
-    "tune": "tuning",
-    "Pivot": "results", "TuningResult": "results",
-    "PROJECTION_PRESETS": "settings", "TUNING_PRESETS": "settings", "CameraRefinementSettings": "settings",
-    "ProjectionSettings": "settings", "TuningSettings": "settings", "resolve_settings": "settings",
+    "Progress": "._common", "ProgressCallback": "._common", "prepare_image": "._common",
+    "CameraCorrection": ".camera_refine",
+    "BACKBONE_FILES": ".losses", "PerceptualDistance": ".losses", "backbone_weights_path": ".losses",
+    "load_lpips": ".losses", "noise_regularization": ".losses", "shared_lpips": ".losses",
+    "project": ".projection", "learning_rate_at": "._common", "w_statistics": ".projection",
+    "tune": ".tuning",
+    "Pivot": ".results", "TuningResult": ".results",
+    "PROJECTION_PRESETS": ".settings", "TUNING_PRESETS": ".settings", "CameraRefinementSettings": ".settings",
+    "ProjectionSettings": ".settings", "TuningSettings": ".settings", "resolve_settings": ".settings",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

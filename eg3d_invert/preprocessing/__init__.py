@@ -10,29 +10,20 @@ Public API::
 * :func:`read_image`: robust photo decoding with specific errors.
 """
 
+from .._lazy import lazy_exports
+
 # The names below are imported on first use (PEP 562): the command line reads defaults such as
 # DEFAULT_MAX_PIXELS without importing torch and the face models.
 _LAZY = {
-    "align": "aligner", "Aligner": "aligner", "AlignedFace": "aligner",
-    "CropGeometry": "crop", "crop_face": "crop",
-    "Detection": "detection", "FaceDetector": "detection", "DEFAULT_THRESHOLD": "detection",
-    "dlib_available": "landmarks",
-    "label_from_rotation": "pose",
-    "DEFAULT_MAX_PIXELS": "reading", "read_image": "reading",
+    "align": ".aligner", "Aligner": ".aligner", "AlignedFace": ".aligner",
+    "CropGeometry": ".crop", "crop_face": ".crop",
+    "Detection": ".detection", "FaceDetector": ".detection", "DEFAULT_THRESHOLD": ".detection",
+    "dlib_available": ".landmarks",
+    "label_from_rotation": ".pose",
+    "DEFAULT_MAX_PIXELS": ".reading", "read_image": ".reading",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -4,6 +4,7 @@ from .cache import cache_dir, cached_path, is_cached
 from .download import download, resolve_checkpoint
 from .registry import DEFAULT_MODEL, ModelInfo, get_model_info, list_models
 from .._io import file_sha256
+from .._lazy import lazy_exports
 
 # The torch-dependent names are imported on first use (PEP 562), so that the command line can
 # read the registry (e.g. DEFAULT_MODEL) without importing torch.
@@ -18,15 +19,4 @@ __all__ = sorted(["cache_dir", "cached_path", "is_cached", "download", "resolve_
                   "ModelInfo", "get_model_info", "list_models", "file_sha256", *_LAZY])
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
