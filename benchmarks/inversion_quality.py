@@ -35,12 +35,13 @@ the machine these numbers were first made on) every LPIPS net has a *random* bac
 output says. The evaluation LPIPS is a separate random AlexNet (seed 1234), not a loss net.
 
 Results are cached (``--work``), so scenarios can be run one at a time and re-printed. An official
-run costs about an hour per target on a 2-core CPU, so the measured results are kept in the
-repository: ``benchmarks/results/`` holds the results files (``inversion_quality_<checkpoint>.json``;
-its .gitignore keeps pivots and locks out), and ``--work benchmarks/results`` adds to them::
+run costs about 12 min per target on tiny_A and about 2 h on tiny_C (one thread), so the measured
+results are kept in the repository: ``benchmarks/results/`` holds the results files
+(``inversion_quality_<checkpoint>.json``; its .gitignore keeps pivots and locks out), and
+``--work benchmarks/results`` adds to them::
 
-    python benchmarks/inversion_quality.py --work benchmarks/results --scenarios official --targets 4 5 --threads 1
-    python benchmarks/inversion_quality.py --work benchmarks/results --scenarios c2f_i --targets 0 1 2 3 --threads 1
+    python benchmarks/inversion_quality.py --work benchmarks/results --scenarios official,c2f_i --targets 8 9 --no-curve --threads 1
+    python benchmarks/inversion_quality.py --work benchmarks/results --checkpoint tiny_C --scenarios official,c2f_i --targets 0 --no-curve --threads 1
     python benchmarks/inversion_quality.py --work benchmarks/results --report --paired c2f_i,c2f_m
     python benchmarks/inversion_quality.py --work benchmarks/results --checkpoint tiny_C --report
 """
